@@ -222,20 +222,15 @@ impl Clock for ManualClock {
 
 /// The clock a breaker uses: the system clock (the fast path, no dynamic dispatch), a
 /// [`ManualClock`], or any other [`Clock`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub enum ClockHandle {
     /// [`SystemClock`].
+    #[default]
     System,
     /// A [`ManualClock`].
     Manual(ManualClock),
     /// Any other clock.
     Custom(Arc<dyn Clock>),
-}
-
-impl Default for ClockHandle {
-    fn default() -> Self {
-        ClockHandle::System
-    }
 }
 
 impl ClockHandle {
