@@ -52,19 +52,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(e) => {
                 rejected += 1;
                 if rejected % 8 == 1 {
-                    println!(
-                        "t={:>5.2}s  rejected: {e}",
-                        now.as_secs_f64()
-                    );
+                    println!("t={:>5.2}s  rejected: {e}", now.as_secs_f64());
                 }
             }
         }
         while let Some(event) = events.try_recv() {
             if let EventKind::StateTransition { from, to, trigger } = event.kind {
-                println!(
-                    "t={:>5.2}s  {from} -> {to} ({trigger})",
-                    now.as_secs_f64()
-                );
+                println!("t={:>5.2}s  {from} -> {to} ({trigger})", now.as_secs_f64());
             }
         }
     }

@@ -89,7 +89,9 @@ impl WaitInOpen {
                 if max < initial {
                     return Err(ConfigError::new(
                         "wait_in_open",
-                        format!("the max wait ({max:?}) is less than the initial wait ({initial:?})"),
+                        format!(
+                            "the max wait ({max:?}) is less than the initial wait ({initial:?})"
+                        ),
                     ));
                 }
                 if !(*jitter >= 0.0 && *jitter < 1.0) {

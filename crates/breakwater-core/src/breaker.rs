@@ -50,8 +50,8 @@ use crate::error::{CallError, CallNotPermitted, TransitionError};
 use crate::event::{DEFAULT_SUBSCRIBER_CAPACITY, Event, EventHub, EventKind, Subscription};
 use crate::snapshot::{Snapshot, WindowSnapshot};
 use crate::state::{
-    CLOSED, DISABLED, FORCED_OPEN, HALF_OPEN, METRICS_ONLY, OPEN, State, Trigger,
-    generation_of, pack, state_of,
+    CLOSED, DISABLED, FORCED_OPEN, HALF_OPEN, METRICS_ONLY, OPEN, State, Trigger, generation_of,
+    pack, state_of,
 };
 use crate::window::count::{CountWindow, Padded};
 use crate::window::time::TimeWindow;
@@ -267,7 +267,11 @@ impl CircuitBreaker {
     }
 
     /// A breaker on the given clock (e.g. a [`ManualClock`](crate::ManualClock) in tests).
-    pub fn with_clock(name: impl AsRef<str>, config: Config, clock: impl Into<ClockHandle>) -> Self {
+    pub fn with_clock(
+        name: impl AsRef<str>,
+        config: Config,
+        clock: impl Into<ClockHandle>,
+    ) -> Self {
         Self::build(
             Arc::from(name.as_ref()),
             config,
@@ -698,7 +702,11 @@ impl Inner {
             OPEN => {
                 ctl.open_attempts = ctl.open_attempts.saturating_add(1);
                 let until = until.unwrap_or_else(|| {
-                    now + ctl.config.wait_in_open.wait_for(ctl.open_attempts).as_nanos() as u64
+                    now + ctl
+                        .config
+                        .wait_in_open
+                        .wait_for(ctl.open_attempts)
+                        .as_nanos() as u64
                 });
                 hot.open_until.store(until, Ordering::Release);
                 l.opened_at.store(now + 1, Ordering::Relaxed);
@@ -706,7 +714,9 @@ impl Inner {
             }
             HALF_OPEN => {
                 self.window.clear();
-                self.half_open.0.store(ho_tag(generation), Ordering::Release);
+                self.half_open
+                    .0
+                    .store(ho_tag(generation), Ordering::Release);
                 hot.half_open_since.store(now, Ordering::Release);
             }
             CLOSED => {
@@ -840,21 +850,33 @@ impl Inner {
 
     #[cold]
     fn stamp_success(&self, now: u64) {
-        let now = if now == UNTIMED { self.clock.nanos() } else { now };
+        let now = if now == UNTIMED {
+            self.clock.nanos()
+        } else {
+            now
+        };
         self.life.0.last_success.store(now + 1, Ordering::Relaxed);
     }
 
     #[cold]
     fn on_failure(&self, now: u64, duration: Option<u64>) -> u64 {
         let l = &self.life.0;
-        let now = if now == UNTIMED { self.clock.nanos() } else { now };
+        let now = if now == UNTIMED {
+            self.clock.nanos()
+        } else {
+            now
+        };
         l.failures.fetch_add(1, Ordering::Relaxed);
         l.last_failure.store(now + 1, Ordering::Relaxed);
         l.success_mark.store(self.successes(), Ordering::Relaxed);
         self.emit(EventKind::Failure {
             duration_ms: duration.map(Duration::from_nanos),
         });
-        self.hot.0.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1
+        self.hot
+            .0
+            .consecutive_failures
+            .fetch_add(1, Ordering::AcqRel)
+            + 1
     }
 
     #[cold]
@@ -1033,8 +1055,7 @@ impl Inner {
             let rate_mode = hot.tuning.success_threshold.load(Ordering::Relaxed) == 0
                 && (Tuning::rate(&hot.tuning.failure_rate).is_some()
                     || Tuning::rate(&hot.tuning.slow_rate).is_some());
-            let known =
-                rate_mode && buffered >= hot.tuning.permitted.load(Ordering::Relaxed);
+            let known = rate_mode && buffered >= hot.tuning.permitted.load(Ordering::Relaxed);
             WindowSnapshot::new(
                 buffered,
                 failed,
@@ -1069,8 +1090,7 @@ impl Inner {
             not_permitted_calls: not_permitted,
             ignored_calls: ignored,
             consecutive_failures: hot.consecutive_failures.load(Ordering::Relaxed),
-            consecutive_successes: successes
-                .saturating_sub(l.success_mark.load(Ordering::Relaxed)),
+            consecutive_successes: successes.saturating_sub(l.success_mark.load(Ordering::Relaxed)),
             last_failure_time: epoch(l.last_failure.load(Ordering::Relaxed)),
             last_success_time: epoch(l.last_success.load(Ordering::Relaxed)),
             opened_at: epoch(l.opened_at.load(Ordering::Relaxed)),

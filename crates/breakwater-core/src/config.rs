@@ -570,8 +570,14 @@ mod tests {
             field_of(b().slow_call_duration_threshold(Duration::ZERO)),
             "slow_call_duration_threshold"
         );
-        assert_eq!(field_of(b().consecutive_failures(0)), "consecutive_failures");
-        assert_eq!(field_of(b().sliding_window(SlidingWindow::Count(0))), "sliding_window");
+        assert_eq!(
+            field_of(b().consecutive_failures(0)),
+            "consecutive_failures"
+        );
+        assert_eq!(
+            field_of(b().sliding_window(SlidingWindow::Count(0))),
+            "sliding_window"
+        );
         assert_eq!(
             field_of(b().sliding_window(SlidingWindow::Count(MAX_COUNT_WINDOW + 1))),
             "sliding_window"

@@ -53,7 +53,11 @@ pub struct Event {
 
 /// The kinds of [`Event`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
 pub enum EventKind {
     /// The breaker changed state.
     StateTransition {
@@ -184,10 +188,8 @@ impl EventHub {
             lost: lost.clone(),
             only,
         });
-        self.listeners.store(
-            subs.len() + self.ring.is_some() as usize,
-            Ordering::Relaxed,
-        );
+        self.listeners
+            .store(subs.len() + self.ring.is_some() as usize, Ordering::Relaxed);
         Subscription { rx, lost }
     }
 
@@ -229,10 +231,8 @@ impl EventHub {
         drop(subs);
         if closed && let Ok(mut subs) = self.subscribers.try_write() {
             subs.retain(|s| !s.tx.is_closed());
-            self.listeners.store(
-                subs.len() + self.ring.is_some() as usize,
-                Ordering::Relaxed,
-            );
+            self.listeners
+                .store(subs.len() + self.ring.is_some() as usize, Ordering::Relaxed);
         }
     }
 
@@ -289,9 +289,7 @@ mod tests {
             hub.emit(ev(&name, EventKind::Ignored));
             hub.emit(ev(
                 &name,
-                EventKind::CallNotPermitted {
-                    state: State::Open,
-                },
+                EventKind::CallNotPermitted { state: State::Open },
             ));
         }
         let recent = hub.recent();

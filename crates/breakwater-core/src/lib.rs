@@ -68,6 +68,8 @@ pub use clock::{Clock, ClockHandle, ManualClock, SystemClock};
 pub use config::{Config, ConfigBuilder, ConfigError, ConfigView, HealthMode, SlidingWindow};
 pub use error::{CallError, CallNotPermitted, TransitionError};
 pub use event::{Event, EventKind, Subscription};
-pub use registry::{DEFAULT_IDLE_EVICTION, DEFAULT_MAX_KEYS, FamilyOptions, KeyedFamily, Registry, RegistryBuilder};
+pub use registry::{
+    DEFAULT_IDLE_EVICTION, DEFAULT_MAX_KEYS, FamilyOptions, KeyedFamily, Registry, RegistryBuilder,
+};
 pub use snapshot::{Snapshot, WindowSnapshot};
 pub use state::{State, Trigger};

@@ -32,7 +32,9 @@ use std::time::Duration;
 use crate::breaker::CircuitBreaker;
 use crate::clock::ClockHandle;
 use crate::config::Config;
-use crate::event::{DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIBER_CAPACITY, Event, EventHub, Subscription};
+use crate::event::{
+    DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIBER_CAPACITY, Event, EventHub, Subscription,
+};
 use crate::snapshot::Snapshot;
 use crate::state::State;
 
@@ -176,9 +178,7 @@ impl Registry {
         if let Some(b) = read(&self.inner.breakers).get(name) {
             return b.clone();
         }
-        let config = self
-            .config(name)
-            .unwrap_or_else(|| self.default_config());
+        let config = self.config(name).unwrap_or_else(|| self.default_config());
         self.breaker_with(name, config)
     }
 
@@ -233,7 +233,12 @@ impl Registry {
         let mut map = write(&self.inner.families);
         map.entry(Arc::from(name))
             .or_insert_with_key(|k| {
-                KeyedFamily::new(k.clone(), options, self.inner.clock.clone(), self.inner.hub.clone())
+                KeyedFamily::new(
+                    k.clone(),
+                    options,
+                    self.inner.clock.clone(),
+                    self.inner.hub.clone(),
+                )
             })
             .clone()
     }
@@ -255,7 +260,10 @@ impl Registry {
 
     /// A snapshot of every breaker, sorted by name.
     pub fn snapshots(&self) -> Vec<Snapshot> {
-        self.breakers().iter().map(CircuitBreaker::snapshot).collect()
+        self.breakers()
+            .iter()
+            .map(CircuitBreaker::snapshot)
+            .collect()
     }
 
     /// Resets every breaker.
@@ -504,7 +512,10 @@ mod tests {
     #[test]
     fn named_config_applies_to_breaker_of_same_name() {
         let r = Registry::new();
-        r.add_config("db", Config::builder().consecutive_failures(2).build().unwrap());
+        r.add_config(
+            "db",
+            Config::builder().consecutive_failures(2).build().unwrap(),
+        );
         assert_eq!(r.breaker("db").config().consecutive_failures(), Some(2));
         assert_eq!(r.breaker("other").config(), Config::default());
         assert!(r.breaker("db").ptr_eq(&r.breaker("db")));
@@ -566,13 +577,19 @@ mod tests {
     fn registry_ring_keeps_transitions() {
         let clock = ManualClock::new();
         let r = registry(&clock);
-        let b = r.breaker_with("x", Config::builder().consecutive_failures(1).build().unwrap());
+        let b = r.breaker_with(
+            "x",
+            Config::builder().consecutive_failures(1).build().unwrap(),
+        );
         b.try_acquire().unwrap().failure();
         let _ = b.try_acquire();
         let recent = r.recent_events();
         assert!(recent.iter().any(|e| matches!(
             e.kind,
-            crate::EventKind::StateTransition { to: State::Open, .. }
+            crate::EventKind::StateTransition {
+                to: State::Open,
+                ..
+            }
         )));
         assert!(
             !recent

@@ -2,8 +2,8 @@
 //! never lost, and CLOSED counts are exact. Threads start together on a barrier; every loop is
 //! bounded in count.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -213,7 +213,13 @@ fn trip_under_contention_happens_once_per_generation() {
     assert!(s.failures + s.not_permitted_calls <= (THREADS * 1_000) as u64);
     let mut opens = 0;
     while let Some(e) = sub.try_recv() {
-        if matches!(e.kind, breakwater_core::EventKind::StateTransition { to: State::Open, .. }) {
+        if matches!(
+            e.kind,
+            breakwater_core::EventKind::StateTransition {
+                to: State::Open,
+                ..
+            }
+        ) {
             opens += 1;
         }
     }

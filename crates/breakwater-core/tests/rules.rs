@@ -99,7 +99,11 @@ fn minimum_is_capped_at_count_window_size() {
 
 #[test]
 fn consecutive_failures_trip_and_a_success_resets_the_count() {
-    let (cb, _) = breaker(Config::builder().no_failure_rate_threshold().consecutive_failures(3));
+    let (cb, _) = breaker(
+        Config::builder()
+            .no_failure_rate_threshold()
+            .consecutive_failures(3),
+    );
     fail(&cb);
     fail(&cb);
     ok(&cb);
@@ -184,7 +188,10 @@ fn open_rejects_with_retry_after_then_lazily_half_opens_strictly_after_the_wait(
     assert_eq!(e.retry_after(), Some(6 * SEC));
     clock.advance(6 * SEC);
     // Exactly at the end of the wait: still OPEN.
-    assert_eq!(cb.try_acquire().unwrap_err().retry_after(), Some(Duration::ZERO));
+    assert_eq!(
+        cb.try_acquire().unwrap_err().retry_after(),
+        Some(Duration::ZERO)
+    );
     clock.advance(MS);
     // Reading the state does not transition.
     assert_eq!(cb.state(), State::Open);
@@ -425,7 +432,13 @@ fn reset_zeroes_lifetime_counters_and_closes() {
     let s = cb.snapshot();
     assert_eq!(s.state, State::Closed);
     assert_eq!(
-        (s.failures, s.successes, s.not_permitted_calls, s.circuit_opens, s.total_requests),
+        (
+            s.failures,
+            s.successes,
+            s.not_permitted_calls,
+            s.circuit_opens,
+            s.total_requests
+        ),
         (0, 0, 0, 0, 0)
     );
     ok(&cb);
@@ -510,9 +523,7 @@ fn update_config_changes_thresholds_and_keeps_the_window() {
     ok(&cb); // evicts the failure: 0 %
     fail(&cb); // 25 % >= 20 %
     assert_eq!(cb.state(), State::Open);
-    let e = cb
-        .update_config(rate(5, 4).build().unwrap())
-        .unwrap_err();
+    let e = cb.update_config(rate(5, 4).build().unwrap()).unwrap_err();
     assert_eq!(e.field(), "sliding_window");
 }
 
@@ -520,8 +531,14 @@ fn update_config_changes_thresholds_and_keeps_the_window() {
 async fn call_records_outcomes_and_rejects_without_running() {
     let (cb, _) = breaker(rate(3, 3));
     assert_eq!(cb.call(async { Ok::<_, ()>(1) }).await, Ok(1));
-    assert_eq!(cb.call(async { Err::<u8, _>("x") }).await, Err(CallError::Inner("x")));
-    assert_eq!(cb.call(async { Err::<u8, _>("y") }).await, Err(CallError::Inner("y")));
+    assert_eq!(
+        cb.call(async { Err::<u8, _>("x") }).await,
+        Err(CallError::Inner("x"))
+    );
+    assert_eq!(
+        cb.call(async { Err::<u8, _>("y") }).await,
+        Err(CallError::Inner("y"))
+    );
     assert_eq!(cb.state(), State::Open);
     let mut ran = false;
     let r = cb
@@ -595,12 +612,19 @@ fn events_report_failures_slow_calls_and_rejections() {
             trigger: Trigger::FailureRatio
         }
     ));
-    assert!(matches!(kinds[4], EventKind::CallNotPermitted { state: State::Open }));
+    assert!(matches!(
+        kinds[4],
+        EventKind::CallNotPermitted { state: State::Open }
+    ));
     assert_eq!(sub.lost(), 0);
 }
 
 #[test]
 fn memory_of_a_breaker_with_a_100_call_window_is_under_2_kib() {
     let (cb, _) = breaker(rate(100, 100));
+    println!(
+        "memory of a breaker with a 100-call window: {} bytes",
+        cb.memory_bytes()
+    );
     assert!(cb.memory_bytes() <= 2048, "{} bytes", cb.memory_bytes());
 }

@@ -65,7 +65,11 @@ impl CountWindow {
         let prev = self.packed.0.fetch_add(add, Ordering::AcqRel);
         let mut now = prev.wrapping_add(add);
         let seq = prev >> SEQ_SHIFT;
-        let idx = if seq < self.size { seq } else { seq % self.size };
+        let idx = if seq < self.size {
+            seq
+        } else {
+            seq % self.size
+        };
         let slot = &self.slots[idx as usize];
         if code > Call::Success as u8 || slot.load(Ordering::Acquire) > Call::Success as u8 {
             let evicted = contribution(slot.swap(code, Ordering::AcqRel));
@@ -135,7 +139,8 @@ impl CountWindow {
 
     /// Calls recorded since creation (exact once in-flight records finish).
     pub(crate) fn lifetime_calls(&self) -> u64 {
-        self.recorded_base.load(Ordering::Acquire) + (self.packed.0.load(Ordering::Acquire) >> SEQ_SHIFT)
+        self.recorded_base.load(Ordering::Acquire)
+            + (self.packed.0.load(Ordering::Acquire) >> SEQ_SHIFT)
     }
 
     /// Empties the window, keeping the lifetime count.
@@ -187,13 +192,34 @@ mod tests {
     fn evicts_oldest_and_keeps_counts() {
         let w = CountWindow::new(3);
         let c = rec(&w, &[Call::Failure, Call::SlowSuccess, Call::Success]);
-        assert_eq!(c, Counts { buffered: 3, failed: 1, slow: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                buffered: 3,
+                failed: 1,
+                slow: 1
+            }
+        );
         // Evicts the failure.
         let c = w.record(Call::Success);
-        assert_eq!(c, Counts { buffered: 3, failed: 0, slow: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                buffered: 3,
+                failed: 0,
+                slow: 1
+            }
+        );
         // Evicts the slow success.
         let c = w.record(Call::SlowFailure);
-        assert_eq!(c, Counts { buffered: 3, failed: 1, slow: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                buffered: 3,
+                failed: 1,
+                slow: 1
+            }
+        );
         assert_eq!(w.full_counts().slow_failed, 1);
         assert_eq!(w.lifetime_calls(), 5);
     }
@@ -202,12 +228,26 @@ mod tests {
     fn clear_empties_but_keeps_lifetime() {
         let w = CountWindow::new(4);
         rec(&w, &[Call::Failure; 6]);
-        assert_eq!(w.counts(), Counts { buffered: 4, failed: 4, slow: 0 });
+        assert_eq!(
+            w.counts(),
+            Counts {
+                buffered: 4,
+                failed: 4,
+                slow: 0
+            }
+        );
         w.clear();
         assert_eq!(w.counts(), Counts::default());
         assert_eq!(w.lifetime_calls(), 6);
         let c = w.record(Call::Success);
-        assert_eq!(c, Counts { buffered: 1, failed: 0, slow: 0 });
+        assert_eq!(
+            c,
+            Counts {
+                buffered: 1,
+                failed: 0,
+                slow: 0
+            }
+        );
         assert_eq!(w.lifetime_calls(), 7);
     }
 
@@ -215,7 +255,12 @@ mod tests {
     fn matches_a_reference_ring_over_many_laps() {
         let w = CountWindow::new(7);
         let mut reference: std::collections::VecDeque<Call> = Default::default();
-        let kinds = [Call::Success, Call::Failure, Call::SlowSuccess, Call::SlowFailure];
+        let kinds = [
+            Call::Success,
+            Call::Failure,
+            Call::SlowSuccess,
+            Call::SlowFailure,
+        ];
         let mut x: u32 = 12345;
         for _ in 0..1_000 {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
@@ -227,7 +272,14 @@ mod tests {
             }
             let failed = reference.iter().filter(|c| c.is_failure()).count() as u64;
             let slow = reference.iter().filter(|c| c.is_slow()).count() as u64;
-            assert_eq!(got, Counts { buffered: reference.len() as u64, failed, slow });
+            assert_eq!(
+                got,
+                Counts {
+                    buffered: reference.len() as u64,
+                    failed,
+                    slow
+                }
+            );
         }
         assert_eq!(w.lifetime_calls(), 1_000);
     }
@@ -235,8 +287,22 @@ mod tests {
     #[test]
     fn window_of_one() {
         let w = CountWindow::new(1);
-        assert_eq!(w.record(Call::Failure), Counts { buffered: 1, failed: 1, slow: 0 });
-        assert_eq!(w.record(Call::Success), Counts { buffered: 1, failed: 0, slow: 0 });
+        assert_eq!(
+            w.record(Call::Failure),
+            Counts {
+                buffered: 1,
+                failed: 1,
+                slow: 0
+            }
+        );
+        assert_eq!(
+            w.record(Call::Success),
+            Counts {
+                buffered: 1,
+                failed: 0,
+                slow: 0
+            }
+        );
         assert_eq!(w.lifetime_calls(), 2);
     }
 }

@@ -1,0 +1,32 @@
+//! With the `tokio` feature, the system clock runs the automatic OPEN -> HALF_OPEN transition on
+//! tokio's timer (driven here by tokio's paused clock, so nothing sleeps).
+#![cfg(feature = "tokio")]
+
+use std::time::Duration;
+
+use breakwater_core::{CircuitBreaker, Config, State};
+
+#[tokio::test(start_paused = true)]
+async fn automatic_transition_fires_on_tokio_timer() {
+    let config = Config::builder()
+        .consecutive_failures(1)
+        .wait_in_open(Duration::from_millis(50))
+        .automatic_transition_to_half_open(true)
+        .build()
+        .unwrap();
+    let cb = CircuitBreaker::new("t", config);
+    cb.try_acquire().unwrap().failure();
+    assert_eq!(cb.state(), State::Open);
+    // Paused time auto-advances to the timer once every task is idle.
+    let events = cb.subscribe();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cb.state(), State::HalfOpen);
+    let e = events.try_recv().expect("a transition event");
+    assert!(matches!(
+        e.kind,
+        breakwater_core::EventKind::StateTransition {
+            to: State::HalfOpen,
+            ..
+        }
+    ));
+}
