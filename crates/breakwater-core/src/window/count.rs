@@ -35,13 +35,20 @@ const fn contribution(code: u8) -> u64 {
 #[repr(align(128))]
 pub(crate) struct Padded<T>(pub(crate) T);
 
-#[derive(Debug)]
-pub(crate) struct CountWindow {
-    packed: Padded<AtomicU64>,
-    size: u64,
-    full: AtomicBool,
+/// The written-to words, together on one cache line; the read-mostly fields live elsewhere.
+#[derive(Debug, Default)]
+struct Counters {
+    packed: AtomicU64,
     /// Calls recorded in finished laps and cleared windows (for lifetime totals).
     recorded_base: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    counters: Padded<Counters>,
+    size: u64,
+    /// Set once the first lap completes (written once per clear, read on every record).
+    full: AtomicBool,
     slots: Box<[AtomicU8]>,
 }
 
@@ -49,10 +56,9 @@ impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         let size = size.max(1) as u64;
         Self {
-            packed: Padded(AtomicU64::new(0)),
+            counters: Padded(Counters::default()),
             size,
             full: AtomicBool::new(false),
-            recorded_base: AtomicU64::new(0),
             slots: (0..size).map(|_| AtomicU8::new(EMPTY)).collect(),
         }
     }
@@ -62,7 +68,7 @@ impl CountWindow {
     pub(crate) fn record(&self, call: Call) -> Counts {
         let code = call as u8;
         let add = SEQ_ONE + contribution(code);
-        let prev = self.packed.0.fetch_add(add, Ordering::AcqRel);
+        let prev = self.counters.0.packed.fetch_add(add, Ordering::AcqRel);
         let mut now = prev.wrapping_add(add);
         let seq = prev >> SEQ_SHIFT;
         let idx = if seq < self.size {
@@ -74,7 +80,7 @@ impl CountWindow {
         if code > Call::Success as u8 || slot.load(Ordering::Acquire) > Call::Success as u8 {
             let evicted = contribution(slot.swap(code, Ordering::AcqRel));
             if evicted != 0 {
-                now = self.packed.0.fetch_sub(evicted, Ordering::AcqRel) - evicted;
+                now = self.counters.0.packed.fetch_sub(evicted, Ordering::AcqRel) - evicted;
             }
         }
         if idx == self.size - 1 {
@@ -86,17 +92,22 @@ impl CountWindow {
     /// The lap is complete: the window is full, and the sequence goes back by one lap.
     #[cold]
     fn wrap(&self) {
-        self.full.store(true, Ordering::Release);
-        let mut cur = self.packed.0.load(Ordering::Acquire);
+        if !self.full.load(Ordering::Relaxed) {
+            self.full.store(true, Ordering::Release);
+        }
+        let mut cur = self.counters.0.packed.load(Ordering::Acquire);
         while (cur >> SEQ_SHIFT) >= self.size {
-            match self.packed.0.compare_exchange_weak(
+            match self.counters.0.packed.compare_exchange_weak(
                 cur,
                 cur - self.size * SEQ_ONE,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    self.recorded_base.fetch_add(self.size, Ordering::Relaxed);
+                    self.counters
+                        .0
+                        .recorded_base
+                        .fetch_add(self.size, Ordering::Relaxed);
                     break;
                 }
                 Err(actual) => cur = actual,
@@ -119,7 +130,7 @@ impl CountWindow {
     }
 
     pub(crate) fn counts(&self) -> Counts {
-        self.counts_of(self.packed.0.load(Ordering::Acquire))
+        self.counts_of(self.counters.0.packed.load(Ordering::Acquire))
     }
 
     pub(crate) fn full_counts(&self) -> FullCounts {
@@ -139,8 +150,8 @@ impl CountWindow {
 
     /// Calls recorded since creation (exact once in-flight records finish).
     pub(crate) fn lifetime_calls(&self) -> u64 {
-        self.recorded_base.load(Ordering::Acquire)
-            + (self.packed.0.load(Ordering::Acquire) >> SEQ_SHIFT)
+        self.counters.0.recorded_base.load(Ordering::Acquire)
+            + (self.counters.0.packed.load(Ordering::Acquire) >> SEQ_SHIFT)
     }
 
     /// Empties the window, keeping the lifetime count.
@@ -149,20 +160,23 @@ impl CountWindow {
         for slot in self.slots.iter() {
             let evicted = contribution(slot.swap(EMPTY, Ordering::AcqRel));
             if evicted != 0 {
-                self.packed.0.fetch_sub(evicted, Ordering::AcqRel);
+                self.counters.0.packed.fetch_sub(evicted, Ordering::AcqRel);
             }
         }
-        let mut cur = self.packed.0.load(Ordering::Acquire);
+        let mut cur = self.counters.0.packed.load(Ordering::Acquire);
         loop {
             let seq = cur >> SEQ_SHIFT;
-            match self.packed.0.compare_exchange_weak(
+            match self.counters.0.packed.compare_exchange_weak(
                 cur,
                 cur & !(u64::MAX << SEQ_SHIFT),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    self.recorded_base.fetch_add(seq, Ordering::Relaxed);
+                    self.counters
+                        .0
+                        .recorded_base
+                        .fetch_add(seq, Ordering::Relaxed);
                     break;
                 }
                 Err(actual) => cur = actual,
