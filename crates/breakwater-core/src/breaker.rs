@@ -1,41 +1,4 @@
-//! The circuit breaker: [`CircuitBreaker::try_acquire`] hands out a [`Permit`] or refuses with
-//! [`CallNotPermitted`]; the permit records the call's outcome.
-//!
-//! In CLOSED, acquiring is one atomic load and recording a success is one `fetch_add` (plus a
-//! read of the ring slot it lands on); no lock, no allocation, and no clock read unless a
-//! slow-call policy is on. Every other path (failures that may trip, OPEN, HALF_OPEN,
-//! transitions) is off the hot path; transitions are serialised by a mutex the hot path never
-//! touches.
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use breakwater_core::{CircuitBreaker, Config, ManualClock, SlidingWindow, State};
-//!
-//! let clock = ManualClock::new();
-//! let config = Config::builder()
-//!     .failure_rate_threshold(50.0)
-//!     .sliding_window(SlidingWindow::Count(4))
-//!     .minimum_number_of_calls(4)
-//!     .permitted_calls_in_half_open(1)
-//!     .wait_in_open(Duration::from_secs(10))
-//!     .build()?;
-//! let breaker = CircuitBreaker::with_clock("inventory", config, clock.clone());
-//!
-//! for ok in [true, false, true, false] {
-//!     let permit = breaker.try_acquire()?;
-//!     if ok { permit.success() } else { permit.failure() }
-//! }
-//! assert_eq!(breaker.state(), State::Open); // 2 of 4 failed: 50 %
-//! let rejected = breaker.try_acquire().unwrap_err();
-//! assert_eq!(rejected.retry_after(), Some(Duration::from_secs(10)));
-//!
-//! clock.advance(Duration::from_secs(11));
-//! breaker.try_acquire()?.success(); // the probe
-//! assert_eq!(breaker.state(), State::Closed);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! The circuit breaker and its permits.
 
 use std::fmt;
 use std::future::IntoFuture;
@@ -70,9 +33,46 @@ pub enum Outcome {
     Ignored,
 }
 
-/// A circuit breaker. Cheap to clone: clones share one breaker.
+/// A circuit breaker, cheap to clone (clones share one breaker).
 ///
-/// See the [module docs](self) for an example.
+/// [`CircuitBreaker::try_acquire`] hands out a [`Permit`] or refuses with [`CallNotPermitted`];
+/// the permit records the call's outcome.
+///
+/// In CLOSED, acquiring is one atomic load and recording a success is one `fetch_add` (plus a
+/// read of the ring slot it lands on); no lock, no allocation, and no clock read unless a
+/// slow-call policy is on. Every other path (failures that may trip, OPEN, HALF_OPEN,
+/// transitions) is off the hot path; transitions are serialised by a mutex the hot path never
+/// touches.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use breakwater_core::{CircuitBreaker, Config, ManualClock, SlidingWindow, State};
+///
+/// let clock = ManualClock::new();
+/// let config = Config::builder()
+///     .failure_rate_threshold(50.0)
+///     .sliding_window(SlidingWindow::Count(4))
+///     .minimum_number_of_calls(4)
+///     .permitted_calls_in_half_open(1)
+///     .wait_in_open(Duration::from_secs(10))
+///     .build()?;
+/// let breaker = CircuitBreaker::with_clock("inventory", config, clock.clone());
+///
+/// for ok in [true, false, true, false] {
+///     let permit = breaker.try_acquire()?;
+///     if ok { permit.success() } else { permit.failure() }
+/// }
+/// assert_eq!(breaker.state(), State::Open); // 2 of 4 failed: 50 %
+/// let rejected = breaker.try_acquire().unwrap_err();
+/// assert_eq!(rejected.retry_after(), Some(Duration::from_secs(10)));
+///
+/// clock.advance(Duration::from_secs(11));
+/// breaker.try_acquire()?.success(); // the probe
+/// assert_eq!(breaker.state(), State::Closed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct CircuitBreaker {
     inner: Arc<Inner>,

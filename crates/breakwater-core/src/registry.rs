@@ -1,27 +1,4 @@
-//! Named breakers, named configurations (with the `read`, `write` and `auth` presets), keyed
-//! families with a cap on keys, and a ring of recent events.
-//!
-//! # Example
-//!
-//! ```
-//! use std::time::Duration;
-//! use breakwater_core::{FamilyOptions, Registry, State};
-//!
-//! let registry = Registry::new();
-//! let db = registry.breaker("db");                  // the default config
-//! let login = registry.breaker_with_preset("login", "auth").unwrap();
-//! assert_eq!(login.config().consecutive_failures(), Some(10));
-//!
-//! let endpoints = registry.family(
-//!     "api",
-//!     FamilyOptions::new(registry.config("read").unwrap()).max_keys(1_000),
-//! );
-//! let items = endpoints.get("GET /items/{id}");
-//! assert_eq!(items.name(), "api:GET /items/{id}");
-//! assert!(registry.get("api:GET /items/{id}").is_some());
-//! assert!(registry.get("nope").is_none()); // never creates
-//! # let _ = (db, State::Closed, Duration::ZERO);
-//! ```
+//! The registry of named breakers and keyed families.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -43,7 +20,31 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000;
 /// Default idle time after which a closed family member may be evicted.
 pub const DEFAULT_IDLE_EVICTION: Duration = Duration::from_secs(300);
 
-/// Breakers by name, sharing a clock and an event hub.
+/// Breakers by name, sharing a clock and an event hub: named breakers, named configurations
+/// (with the `read`, `write` and `auth` presets), keyed families with a cap on keys, and a ring
+/// of recent events.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use breakwater_core::{FamilyOptions, Registry, State};
+///
+/// let registry = Registry::new();
+/// let db = registry.breaker("db");                  // the default config
+/// let login = registry.breaker_with_preset("login", "auth").unwrap();
+/// assert_eq!(login.config().consecutive_failures(), Some(10));
+///
+/// let endpoints = registry.family(
+///     "api",
+///     FamilyOptions::new(registry.config("read").unwrap()).max_keys(1_000),
+/// );
+/// let items = endpoints.get("GET /items/{id}");
+/// assert_eq!(items.name(), "api:GET /items/{id}");
+/// assert!(registry.get("api:GET /items/{id}").is_some());
+/// assert!(registry.get("nope").is_none()); // never creates
+/// # let _ = (db, State::Closed, Duration::ZERO);
+/// ```
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<RegistryInner>,
