@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use crate::clock::{Clock, ClockHandle};
+use crate::clock::{Clock, ClockHandle, saturating_nanos};
 use crate::config::{Config, ConfigError, SlidingWindow};
 use crate::error::{CallError, CallNotPermitted, TransitionError};
 use crate::event::{DEFAULT_SUBSCRIBER_CAPACITY, Event, EventHub, EventKind, Subscription};
@@ -128,7 +128,7 @@ impl Tuning {
         self.slow_rate
             .store(c.slow_call_rate_threshold.unwrap_or(0.0).to_bits(), r);
         self.slow_nanos
-            .store(c.slow_call_duration_threshold.as_nanos() as u64, r);
+            .store(saturating_nanos(c.slow_call_duration_threshold), r);
         self.min_calls.store(c.effective_minimum_calls() as u64, r);
         self.consecutive
             .store(c.consecutive_failures.unwrap_or(0) as u64, r);
@@ -136,10 +136,8 @@ impl Tuning {
             .store(c.permitted_calls_in_half_open as u64, r);
         self.success_threshold
             .store(c.success_threshold.unwrap_or(0) as u64, r);
-        self.max_half_open_nanos.store(
-            c.max_wait_in_half_open.map_or(0, |d| d.as_nanos() as u64),
-            r,
-        );
+        self.max_half_open_nanos
+            .store(c.max_wait_in_half_open.map_or(0, saturating_nanos), r);
     }
 
     #[inline]
@@ -482,7 +480,7 @@ impl CircuitBreaker {
 
     /// OPEN for `duration` from now (then HALF_OPEN as usual), whatever the backoff says.
     pub fn open_for(&self, duration: Duration) -> Result<(), TransitionError> {
-        let until = Duration::from_nanos(self.inner.clock.nanos()) + duration;
+        let until = Duration::from_nanos(self.inner.clock.nanos()).saturating_add(duration);
         self.open_until(until)
     }
 
@@ -502,7 +500,7 @@ impl CircuitBreaker {
             cur,
             OPEN,
             Trigger::Manual,
-            Some(until.as_nanos() as u64),
+            Some(saturating_nanos(until)),
         );
         Ok(())
     }
@@ -612,7 +610,8 @@ impl Inner {
                 HALF_OPEN => {
                     let max = hot.tuning.max_half_open_nanos.load(Ordering::Relaxed);
                     let now = self.clock.nanos();
-                    if max != 0 && now >= hot.half_open_since.load(Ordering::Acquire) + max {
+                    let since = hot.half_open_since.load(Ordering::Acquire);
+                    if max != 0 && now >= since.saturating_add(max) {
                         let to = self.lock().config.state_after_max_wait_in_half_open.code();
                         self.transition(word, to, Trigger::Timer);
                         word = hot.state.load(Ordering::Acquire);
@@ -702,14 +701,11 @@ impl Inner {
             OPEN => {
                 ctl.open_attempts = ctl.open_attempts.saturating_add(1);
                 let until = until.unwrap_or_else(|| {
-                    now + ctl
-                        .config
-                        .wait_in_open
-                        .wait_for(ctl.open_attempts)
-                        .as_nanos() as u64
+                    let wait = ctl.config.wait_in_open.wait_for(ctl.open_attempts);
+                    now.saturating_add(saturating_nanos(wait))
                 });
                 hot.open_until.store(until, Ordering::Release);
-                l.opened_at.store(now + 1, Ordering::Relaxed);
+                l.opened_at.store(now.saturating_add(1), Ordering::Relaxed);
                 l.circuit_opens.fetch_add(1, Ordering::Relaxed);
             }
             HALF_OPEN => {
@@ -751,7 +747,7 @@ impl Inner {
             let me = self.me.clone();
             let after = ctl.config.state_after_max_wait_in_half_open.code();
             self.clock.schedule(
-                Duration::from_nanos(now) + max,
+                Duration::from_nanos(now).saturating_add(max),
                 Box::new(move || {
                     if let Some(inner) = me.upgrade() {
                         inner.transition(word, after, Trigger::Timer);
@@ -783,7 +779,7 @@ impl Inner {
         // Duration: given, or measured when timing is on.
         let mut now = UNTIMED;
         let duration = match duration {
-            Some(d) => Some(d.as_nanos() as u64),
+            Some(d) => Some(saturating_nanos(d)),
             None if started != UNTIMED => {
                 now = self.clock.nanos();
                 Some(now.saturating_sub(started))
@@ -826,7 +822,10 @@ impl Inner {
                 hot.consecutive_failures.store(0, Ordering::Relaxed);
                 self.stamp_success(now);
             } else if now != UNTIMED {
-                self.life.0.last_success.store(now + 1, Ordering::Relaxed);
+                self.life
+                    .0
+                    .last_success
+                    .store(now.saturating_add(1), Ordering::Relaxed);
             } else if self.life.0.last_success.load(Ordering::Relaxed) == 0 {
                 self.stamp_success(now);
             }
@@ -855,7 +854,10 @@ impl Inner {
         } else {
             now
         };
-        self.life.0.last_success.store(now + 1, Ordering::Relaxed);
+        self.life
+            .0
+            .last_success
+            .store(now.saturating_add(1), Ordering::Relaxed);
     }
 
     #[cold]
@@ -867,7 +869,8 @@ impl Inner {
             now
         };
         l.failures.fetch_add(1, Ordering::Relaxed);
-        l.last_failure.store(now + 1, Ordering::Relaxed);
+        l.last_failure
+            .store(now.saturating_add(1), Ordering::Relaxed);
         l.success_mark.store(self.successes(), Ordering::Relaxed);
         self.emit(EventKind::Failure {
             duration_ms: duration.map(Duration::from_nanos),
@@ -969,7 +972,8 @@ impl Inner {
             self.on_failure(now, duration);
         } else {
             hot.consecutive_failures.store(0, Ordering::Relaxed);
-            l.last_success.store(now + 1, Ordering::Relaxed);
+            l.last_success
+                .store(now.saturating_add(1), Ordering::Relaxed);
         }
         if call.is_slow() {
             self.on_slow(duration);

@@ -31,6 +31,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// A duration in nanoseconds, saturating at `u64::MAX` (about 584 years).
+#[inline]
+pub(crate) fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A task a clock runs when its time comes.
 pub type TimerTask = Box<dyn FnOnce() + Send + 'static>;
 
@@ -161,13 +167,13 @@ impl ManualClock {
             .inner
             .now_nanos
             .load(Ordering::Acquire)
-            .saturating_add(by.as_nanos() as u64);
+            .saturating_add(saturating_nanos(by));
         self.run_until(target);
     }
 
     /// Moves the clock to `to` (no-op if it is already past), running due timers.
     pub fn set(&self, to: Duration) {
-        self.run_until(to.as_nanos() as u64);
+        self.run_until(saturating_nanos(to));
     }
 
     /// Number of timers not yet run.
@@ -215,7 +221,7 @@ impl Clock for ManualClock {
             .timers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((at.as_nanos() as u64, seq, task));
+            .push((saturating_nanos(at), seq, task));
         true
     }
 }
@@ -240,7 +246,7 @@ impl ClockHandle {
         match self {
             ClockHandle::System => SystemClock::now_nanos(),
             ClockHandle::Manual(m) => m.inner.now_nanos.load(Ordering::Acquire),
-            ClockHandle::Custom(c) => c.now().as_nanos() as u64,
+            ClockHandle::Custom(c) => saturating_nanos(c.now()),
         }
     }
 

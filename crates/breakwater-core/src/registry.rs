@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::breaker::CircuitBreaker;
-use crate::clock::ClockHandle;
+use crate::clock::{ClockHandle, saturating_nanos};
 use crate::config::Config;
 use crate::event::{
     DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIBER_CAPACITY, Event, EventHub, Subscription,
@@ -412,7 +412,7 @@ impl KeyedFamily {
         if let Some(m) = members.get(key) {
             return m.breaker.clone();
         }
-        let idle = inner.options.idle_eviction.as_nanos() as u64;
+        let idle = saturating_nanos(inner.options.idle_eviction);
         let due = now.saturating_sub(inner.last_sweep.load(Ordering::Relaxed)) >= idle;
         if members.len() >= inner.options.max_keys || due {
             inner.last_sweep.store(now, Ordering::Relaxed);
@@ -441,7 +441,7 @@ impl KeyedFamily {
     /// Evicts CLOSED members that have had no calls for the idle time; returns how many.
     pub fn evict_idle(&self) -> usize {
         let now = self.inner.clock.nanos();
-        let idle = self.inner.options.idle_eviction.as_nanos() as u64;
+        let idle = saturating_nanos(self.inner.options.idle_eviction);
         let mut members = write(&self.inner.members);
         self.inner.last_sweep.store(now, Ordering::Relaxed);
         sweep(&mut members, now, idle)

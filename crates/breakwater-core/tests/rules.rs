@@ -628,3 +628,27 @@ fn memory_of_a_breaker_with_a_100_call_window_is_under_2_kib() {
     );
     assert!(cb.memory_bytes() <= 2048, "{} bytes", cb.memory_bytes());
 }
+
+#[test]
+fn huge_durations_saturate_instead_of_panicking() {
+    let (cb, clock) = breaker(
+        Config::builder()
+            .consecutive_failures(1)
+            .wait_in_open(Duration::MAX)
+            .max_wait_in_half_open(Duration::MAX)
+            .slow_call_duration_threshold(Duration::MAX),
+    );
+    clock.advance(SEC);
+    fail(&cb);
+    assert!(cb.try_acquire().is_err());
+    cb.open_for(Duration::MAX).unwrap();
+    assert!(cb.try_acquire().is_err());
+    cb.transition_to(State::HalfOpen).unwrap();
+    clock.advance(Duration::from_secs(3_600));
+    assert!(cb.try_acquire().is_ok());
+    // The clock itself saturates too.
+    clock.advance(Duration::MAX);
+    clock.advance(Duration::MAX);
+    let _ = cb.try_acquire();
+    let _ = cb.snapshot();
+}
