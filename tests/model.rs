@@ -432,19 +432,3 @@ proptest! {
         }
     }
 }
-
-#[test]
-fn late_outcome_from_before_a_reset_is_not_counted() {
-    let cb = CircuitBreaker::with_clock(
-        "late",
-        Config::builder().consecutive_failures(1).build().unwrap(),
-        ManualClock::new(),
-    );
-    let old = cb.try_acquire().unwrap();
-    cb.reset();
-    old.failure();
-    let s = cb.snapshot();
-    assert_eq!(s.failures, 0);
-    assert_eq!(s.window.buffered_calls, 0);
-    assert_eq!(s.state, State::Closed);
-}
