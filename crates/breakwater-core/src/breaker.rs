@@ -795,7 +795,10 @@ impl Inner {
             self.record_half_open(word, call, duration);
             return;
         }
-        // CLOSED or METRICS_ONLY. An outcome from an older generation is dropped.
+        // CLOSED or METRICS_ONLY. An outcome from an older generation is dropped. The check and
+        // the record are two steps without a lock: an outcome whose thread is preempted between
+        // them while another thread makes a transition can land in the new window. HALF_OPEN
+        // accounting has no such gap (its word carries the generation).
         let hot = &self.hot.0;
         if hot.state.load(Ordering::Acquire) != word {
             return;
