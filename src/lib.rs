@@ -23,6 +23,9 @@
 //! # Feature flags
 //!
 //! - `tokio`: timers on tokio for automatic OPEN → HALF_OPEN and the max wait in HALF_OPEN.
+//! - `http`: the tower layers ([`tower`]), for HTTP and gRPC clients and servers.
+//! - `grpc`: gRPC classification and keys (part of `http`).
+//! - `axum`: `CircuitOpen` answers as an axum response; keys by matched route.
 //! - `full`: everything.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -31,3 +34,7 @@ pub use breakwater_core::*;
 
 /// The engine crate, for paths like `breakwater::core::clock::TimerTask`.
 pub use breakwater_core as core;
+
+/// The tower layers: `CircuitBreakerLayer` for HTTP and gRPC clients and servers.
+#[cfg(feature = "http")]
+pub use breakwater_tower as tower;

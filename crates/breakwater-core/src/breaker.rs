@@ -319,6 +319,11 @@ impl CircuitBreaker {
         &self.inner.name
     }
 
+    /// The breaker's name, shared (cloning it does not allocate).
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.inner.name
+    }
+
     /// The current state. Reading it never performs a pending transition (an expired OPEN stays
     /// OPEN until the next call or timer).
     pub fn state(&self) -> State {

@@ -397,6 +397,15 @@ impl KeyedFamily {
         self.insert(key)
     }
 
+    /// Runs `f` on the breaker for `key` (created if needed, or the overflow breaker), without
+    /// cloning the handle of an existing one.
+    pub fn with<R>(&self, key: &str, f: impl FnOnce(&CircuitBreaker) -> R) -> R {
+        if let Some(m) = read(&self.inner.members).get(key) {
+            return f(&m.breaker);
+        }
+        f(&self.insert(key))
+    }
+
     /// The breaker for `key` if it has one, without creating it.
     pub fn get_existing(&self, key: &str) -> Option<CircuitBreaker> {
         read(&self.inner.members)

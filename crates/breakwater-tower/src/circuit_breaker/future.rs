@@ -1,0 +1,146 @@
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use breakwater_core::{Outcome, OwnedPermit};
+use http::Response;
+use pin_project_lite::pin_project;
+use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
+
+use super::body::{ResponseBody, Tracker};
+use super::on_open::OnOpen;
+use crate::error::CircuitOpen;
+
+pin_project! {
+    /// Response future of [`CircuitBreakerService`](super::CircuitBreakerService).
+    pub struct ResponseFuture<F, C: ClassifyResponse, O> {
+        #[pin]
+        state: State<F, C>,
+        _on_open: PhantomData<fn() -> O>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, C: ClassifyResponse> {
+        Called {
+            #[pin]
+            future: F,
+            classifier: Option<C>,
+            permit: Option<OwnedPermit>,
+            measure_to_eos: bool,
+        },
+        Rejected {
+            open: Option<CircuitOpen>,
+            grpc: bool,
+        },
+    }
+}
+
+impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
+    pub(crate) fn called(
+        future: F,
+        classifier: C,
+        permit: OwnedPermit,
+        measure_to_eos: bool,
+    ) -> Self {
+        Self {
+            state: State::Called {
+                future,
+                classifier: Some(classifier),
+                permit: Some(permit),
+                measure_to_eos,
+            },
+            _on_open: PhantomData,
+        }
+    }
+
+    pub(crate) fn rejected(open: CircuitOpen, grpc: bool) -> Self {
+        Self {
+            state: State::Rejected {
+                open: Some(open),
+                grpc,
+            },
+            _on_open: PhantomData,
+        }
+    }
+}
+
+impl<F, C, O> std::fmt::Debug for ResponseFuture<F, C, O>
+where
+    C: ClassifyResponse,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, C, O, B, E> Future for ResponseFuture<F, C, O>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    C: ClassifyResponse,
+    O: OnOpen<E>,
+{
+    type Output = Result<Response<ResponseBody<B, C::ClassifyEos>>, O::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Rejected { open, grpc } => {
+                let open = open.take().expect("polled after completion");
+                Poll::Ready(O::rejected(open, *grpc))
+            }
+            StateProj::Called {
+                future,
+                classifier,
+                permit,
+                measure_to_eos,
+            } => {
+                let result = ready!(future.poll(cx));
+                let permit = permit.take().expect("polled after completion");
+                let classifier = classifier.take().expect("polled after completion");
+                match result {
+                    Ok(res) => {
+                        // An inner breaker's rejection is not this breaker's failure.
+                        if res.extensions().get::<CircuitOpen>().is_some() {
+                            permit.ignore();
+                            return Poll::Ready(Ok(res.map(ResponseBody::inner)));
+                        }
+                        match classifier.classify_response(&res) {
+                            ClassifiedResponse::Ready(Ok(())) => {
+                                permit.record(Outcome::Success);
+                                Poll::Ready(Ok(res.map(ResponseBody::inner)))
+                            }
+                            ClassifiedResponse::Ready(Err(_)) => {
+                                permit.record(Outcome::Failure);
+                                Poll::Ready(Ok(res.map(ResponseBody::inner)))
+                            }
+                            ClassifiedResponse::RequiresEos(eos) => {
+                                let head = if *measure_to_eos {
+                                    None
+                                } else {
+                                    permit.elapsed()
+                                };
+                                let tracker = Tracker {
+                                    permit,
+                                    eos: Some(eos),
+                                    head,
+                                };
+                                Poll::Ready(Ok(res.map(|b| ResponseBody::tracked(b, tracker))))
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let (error, inner_open) = O::error(e);
+                        if inner_open {
+                            permit.ignore();
+                        } else {
+                            permit.record(Outcome::Failure);
+                        }
+                        Poll::Ready(Err(error))
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,94 @@
+use std::marker::PhantomData;
+
+use breakwater_core::{CircuitBreaker, KeyedFamily};
+use tower_http::classify::SharedClassifier;
+use tower_layer::Layer;
+
+use super::keyed::{Keyed, Single};
+use super::on_open::{ErrorOnOpen, RespondOnOpen};
+use super::service::CircuitBreakerService;
+use crate::classify::HttpFailures;
+
+/// Layer that applies [`CircuitBreakerService`]: one breaker for the service
+/// ([`new`](Self::new)) or one per endpoint ([`keyed`](Self::keyed)).
+///
+/// See the [module docs](crate::circuit_breaker) for examples.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CircuitBreakerLayer<K = Single, M = SharedClassifier<HttpFailures>, O = ErrorOnOpen> {
+    source: K,
+    make_classifier: M,
+    measure_to_eos: bool,
+    _on_open: PhantomData<fn() -> O>,
+}
+
+impl CircuitBreakerLayer {
+    /// Every request goes through `breaker`; 5xx and errors are failures; a refused call fails
+    /// with [`CircuitOpen`](crate::CircuitOpen).
+    pub fn new(breaker: CircuitBreaker) -> Self {
+        Self::with_source(Single(breaker))
+    }
+}
+
+impl<F> CircuitBreakerLayer<Keyed<F>> {
+    /// Each request goes through the breaker of its key in `family` (see
+    /// [`KeyFn`](super::KeyFn)).
+    pub fn keyed(family: KeyedFamily, key: F) -> Self {
+        Self::with_source(Keyed::new(family, key))
+    }
+}
+
+impl<K> CircuitBreakerLayer<K> {
+    fn with_source(source: K) -> Self {
+        Self {
+            source,
+            make_classifier: HttpFailures::new().make_classifier(),
+            measure_to_eos: false,
+            _on_open: PhantomData,
+        }
+    }
+}
+
+impl<K, M, O> CircuitBreakerLayer<K, M, O> {
+    /// Decides failures with `make_classifier` (e.g. [`grpc_failures`](crate::grpc_failures)).
+    pub fn classifier<M2>(self, make_classifier: M2) -> CircuitBreakerLayer<K, M2, O> {
+        CircuitBreakerLayer {
+            source: self.source,
+            make_classifier,
+            measure_to_eos: self.measure_to_eos,
+            _on_open: PhantomData,
+        }
+    }
+
+    /// Server side: answer refused calls (503 JSON, or gRPC UNAVAILABLE) and keep the inner
+    /// error type.
+    pub fn respond_when_open(self) -> CircuitBreakerLayer<K, M, RespondOnOpen> {
+        CircuitBreakerLayer {
+            source: self.source,
+            make_classifier: self.make_classifier,
+            measure_to_eos: self.measure_to_eos,
+            _on_open: PhantomData,
+        }
+    }
+
+    /// Time calls to the end of the response body instead of its head (for slow calls, when the
+    /// outcome is only known at the end).
+    pub fn measure_to_end_of_body(mut self, on: bool) -> Self {
+        self.measure_to_eos = on;
+        self
+    }
+}
+
+impl<S, K: Clone, M: Clone, O> Layer<S> for CircuitBreakerLayer<K, M, O> {
+    type Service = CircuitBreakerService<S, K, M, O>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreakerService {
+            inner,
+            source: self.source.clone(),
+            make_classifier: self.make_classifier.clone(),
+            measure_to_eos: self.measure_to_eos,
+            _on_open: PhantomData,
+        }
+    }
+}

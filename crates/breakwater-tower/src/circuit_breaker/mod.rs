@@ -1,0 +1,63 @@
+//! A circuit breaker around any HTTP or gRPC service, client or server: one per service, or one
+//! per endpoint, stacked.
+//!
+//! - Client side (the default): a refused call fails fast with [`CircuitOpen`](crate::CircuitOpen)
+//!   in a [`BoxError`](crate::BoxError), without calling the inner service.
+//! - Server side ([`respond_when_open`](CircuitBreakerLayer::respond_when_open)): a refused call
+//!   gets 503 with `Retry-After` and the `CIRCUIT_OPEN` JSON body (gRPC: status UNAVAILABLE), and
+//!   the inner error type is kept, so it fits axum's `Router::layer` and tonic's
+//!   `Server::builder().layer`.
+//! - What fails is decided by a tower-http [`MakeClassifier`](crate::MakeClassifier):
+//!   [`HttpFailures`](crate::HttpFailures) by default (5xx), [`grpc_failures`](crate::grpc_failures)
+//!   for gRPC (status in headers, or in trailers when the stream ends; the body is watched and the
+//!   outcome recorded then, and a body dropped early counts as nothing).
+//! - Stacked layers each record their own outcomes; an inner breaker's rejection is ignored by
+//!   the outer ones, so one open endpoint cannot open the whole service.
+//!
+//! # Example: a client with one breaker per host
+//!
+//! ```
+//! use breakwater_core::{Config, FamilyOptions, Registry};
+//! use breakwater_tower::{Authority, CircuitBreakerLayer};
+//! use tower::ServiceBuilder;
+//! # type Body = http_body_util::Empty<bytes::Bytes>;
+//! # let client = tower::service_fn(|_: http::Request<Body>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(Body::new()))
+//! # });
+//!
+//! let registry = Registry::new();
+//! let hosts = registry.family("upstreams", FamilyOptions::new(Config::default()).max_keys(100));
+//! let client = ServiceBuilder::new()
+//!     .layer(CircuitBreakerLayer::keyed(hosts, Authority))
+//!     .service(client);
+//! # let _ = client;
+//! ```
+//!
+//! # Example: an axum server
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use breakwater_core::{CircuitBreaker, Config};
+//! use breakwater_tower::CircuitBreakerLayer;
+//!
+//! let breaker = CircuitBreaker::new("api", Config::default());
+//! let app: Router = Router::new()
+//!     .route("/items", get(|| async { "[]" }))
+//!     .layer(CircuitBreakerLayer::new(breaker).respond_when_open());
+//! ```
+
+mod body;
+mod future;
+mod keyed;
+mod layer;
+mod on_open;
+mod service;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+#[cfg(feature = "axum")]
+pub use keyed::MethodAndRoute;
+pub use keyed::{Authority, BreakerSource, GrpcMethod, KeyFn, Keyed, RawPath, Single};
+pub use layer::CircuitBreakerLayer;
+pub use on_open::{ErrorOnOpen, OnOpen, RespondOnOpen};
+pub use service::CircuitBreakerService;

@@ -1,0 +1,93 @@
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use tower_http::classify::MakeClassifier;
+use tower_service::Service;
+
+use super::body::ResponseBody;
+use super::future::ResponseFuture;
+use super::keyed::BreakerSource;
+use super::on_open::OnOpen;
+
+/// Middleware that sends each request through a circuit breaker.
+///
+/// See [`CircuitBreakerLayer`](super::CircuitBreakerLayer) for how to build one.
+#[derive(Debug)]
+#[must_use]
+pub struct CircuitBreakerService<S, K, M, O> {
+    pub(crate) inner: S,
+    pub(crate) source: K,
+    pub(crate) make_classifier: M,
+    pub(crate) measure_to_eos: bool,
+    pub(crate) _on_open: PhantomData<fn() -> O>,
+}
+
+impl<S: Clone, K: Clone, M: Clone, O> Clone for CircuitBreakerService<S, K, M, O> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            source: self.source.clone(),
+            make_classifier: self.make_classifier.clone(),
+            measure_to_eos: self.measure_to_eos,
+            _on_open: PhantomData,
+        }
+    }
+}
+
+impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+impl<S, K, M, O, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreakerService<S, K, M, O>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes>,
+    K: BreakerSource<ReqBody>,
+    M: MakeClassifier,
+    O: OnOpen<S::Error>,
+{
+    type Response = Response<ResponseBody<ResBody, M::ClassifyEos>>;
+    type Error = O::Error;
+    type Future = ResponseFuture<S::Future, M::Classifier, O>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(|e| O::error(e).0)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        match self.source.acquire(&req) {
+            Ok(permit) => {
+                let classifier = self.make_classifier.make_classifier(&req);
+                ResponseFuture::called(
+                    self.inner.call(req),
+                    classifier,
+                    permit,
+                    self.measure_to_eos,
+                )
+            }
+            Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
+        }
+    }
+}

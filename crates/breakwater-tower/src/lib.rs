@@ -1,0 +1,21 @@
+//! Breakwater's tower layers: [`CircuitBreakerLayer`] around HTTP and gRPC clients and servers.
+//!
+//! See the [`circuit_breaker`] module for examples.
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod circuit_breaker;
+pub mod classify;
+mod error;
+
+#[cfg(feature = "axum")]
+pub use circuit_breaker::MethodAndRoute;
+pub use circuit_breaker::{
+    Authority, CircuitBreakerLayer, CircuitBreakerService, ErrorOnOpen, GrpcMethod, KeyFn, RawPath,
+    RespondOnOpen, ResponseBody, ResponseFuture,
+};
+pub use classify::{
+    DEFAULT_GRPC_FAILURE_CODES, HttpFailureClass, HttpFailures, MakeClassifier, grpc_failures,
+};
+pub use error::{BoxError, CircuitOpen};
+pub use tower_http::classify::GrpcCode;
