@@ -1,0 +1,370 @@
+//! The layer around a real hyper client and real axum servers on 127.0.0.1.
+
+mod support;
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use breakwater_core::{
+    CircuitBreaker, Config, FamilyOptions, ManualClock, Registry, SlidingWindow, State,
+};
+use breakwater_tower::{BoxError, CircuitBreakerLayer, CircuitOpen, MethodAndRoute, RawPath};
+use http::StatusCode;
+use support::*;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+fn probe_config() -> Config {
+    Config::builder()
+        .no_failure_rate_threshold()
+        .consecutive_failures(3)
+        .wait_in_open(Duration::from_secs(10))
+        .permitted_calls_in_half_open(2)
+        .success_threshold(2)
+        .build()
+        .unwrap()
+}
+
+fn open_error(e: &BoxError) -> &CircuitOpen {
+    e.downcast_ref::<CircuitOpen>()
+        .unwrap_or_else(|| panic!("not CircuitOpen: {e}"))
+}
+
+#[tokio::test]
+async fn client_breaker_opens_rejects_without_io_probes_and_recovers() {
+    let up = Upstream::start().await;
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("upstream", probe_config(), clock.clone());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()))
+        .service(client());
+
+    // Three 500s open it.
+    up.set_mode(FAIL);
+    for _ in 0..3 {
+        let res = svc.clone().oneshot(request(&up.url("/x"))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(cb.state(), State::Open);
+    assert_eq!(up.hits(), 3);
+
+    // Open: refused at once (ready on the first poll, no I/O), upstream untouched.
+    for _ in 0..50 {
+        let mut s = svc.clone();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(s.poll_ready(&mut cx).is_ready());
+        let mut fut = pin!(s.call(request(&up.url("/x"))));
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(Err(e)) => {
+                let open = open_error(&e);
+                assert_eq!(open.name(), "upstream");
+                assert_eq!(open.state(), State::Open);
+                assert_eq!(open.retry_after(), Some(Duration::from_secs(10)));
+            }
+            other => panic!(
+                "expected an immediate rejection, got {:?}",
+                other.map(|r| r.map(|_| ()))
+            ),
+        }
+    }
+    assert_eq!(up.hits(), 3);
+
+    // After the wait exactly the permitted probes reach the upstream.
+    clock.advance(Duration::from_secs(11));
+    up.drain_arrivals().await;
+    up.set_mode(HANG);
+    let mut probes = Vec::new();
+    for _ in 0..2 {
+        probes.push(tokio::spawn(svc.clone().oneshot(request(&up.url("/x")))));
+    }
+    up.arrived(2).await;
+    for _ in 0..5 {
+        let e = svc
+            .clone()
+            .oneshot(request(&up.url("/x")))
+            .await
+            .unwrap_err();
+        assert_eq!(open_error(&e).state(), State::HalfOpen);
+    }
+    assert_eq!(up.hits(), 5);
+    up.release(2);
+    for p in probes {
+        assert_eq!(p.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(cb.state(), State::Closed);
+
+    // And it re-opens when a probe fails.
+    up.set_mode(FAIL);
+    for _ in 0..3 {
+        let _ = svc.clone().oneshot(request(&up.url("/x"))).await.unwrap();
+    }
+    assert_eq!(cb.state(), State::Open);
+    clock.advance(Duration::from_secs(21));
+    let res = svc.clone().oneshot(request(&up.url("/x"))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(cb.state(), State::Open);
+}
+
+#[tokio::test]
+async fn transport_errors_are_failures() {
+    // A port with nothing listening: connection refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let cb = CircuitBreaker::with_clock("gone", probe_config(), ManualClock::new());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()))
+        .service(client());
+    for _ in 0..3 {
+        let e = svc
+            .clone()
+            .oneshot(request(&format!("http://{addr}/")))
+            .await
+            .unwrap_err();
+        assert!(e.downcast_ref::<CircuitOpen>().is_none());
+    }
+    assert_eq!(cb.state(), State::Open);
+    assert_eq!(cb.snapshot().failures, 3);
+}
+
+#[tokio::test]
+async fn timeouts_compose_and_count_as_failures() {
+    let up = Upstream::start().await;
+    up.set_mode(HANG);
+    let cb = CircuitBreaker::with_clock("slow", probe_config(), ManualClock::new());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()))
+        .timeout(Duration::from_millis(1))
+        .service(client());
+    for _ in 0..3 {
+        let e = svc
+            .clone()
+            .oneshot(request(&up.url("/")))
+            .await
+            .unwrap_err();
+        assert!(e.is::<tower::timeout::error::Elapsed>(), "{e}");
+    }
+    assert_eq!(cb.state(), State::Open);
+    up.release(3);
+}
+
+#[tokio::test]
+async fn cancelled_half_open_calls_do_not_wedge_the_breaker() {
+    let up = Upstream::start().await;
+    let clock = ManualClock::new();
+    let config = probe_config()
+        .to_builder()
+        .permitted_calls_in_half_open(1)
+        .success_threshold(1)
+        .build()
+        .unwrap();
+    let cb = CircuitBreaker::with_clock("cancel", config, clock.clone());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()))
+        .service(client());
+    cb.transition_to(State::Open).unwrap();
+    clock.advance(Duration::from_secs(11));
+    up.set_mode(HANG);
+    for _ in 0..3 {
+        // The probe reaches the upstream, then its caller gives up.
+        let call = tokio::spawn(svc.clone().oneshot(request(&up.url("/"))));
+        up.arrived(1).await;
+        call.abort();
+        let _ = call.await;
+        assert_eq!(cb.state(), State::HalfOpen);
+    }
+    up.set_mode(OK);
+    let res = svc.clone().oneshot(request(&up.url("/"))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(cb.state(), State::Closed);
+    up.release(3);
+}
+
+async fn send(app: &Router, path: &str) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
+    let res = app
+        .clone()
+        .oneshot(
+            http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    (parts.status, parts.headers, body_bytes(body).await)
+}
+
+#[tokio::test]
+async fn server_answers_503_json_with_retry_after_over_tcp() {
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("api", probe_config(), clock.clone());
+    let app = Router::new()
+        .route("/items", get(|| async { "[]" }))
+        .layer(CircuitBreakerLayer::new(cb.clone()).respond_when_open());
+    let addr = serve(app).await;
+    let client = client();
+
+    let res = client
+        .request(request(&format!("http://{addr}/items")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    cb.open_for(Duration::from_millis(2_500)).unwrap();
+    let res = client
+        .request(request(&format!("http://{addr}/items")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "3");
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(v["code"], "CIRCUIT_OPEN");
+    assert_eq!(v["circuit"], "api");
+    assert_eq!(v["state"], "OPEN");
+    assert_eq!(v["retryAfterMs"], 2500);
+    assert!(v["message"].as_str().unwrap().contains("api"));
+}
+
+fn failing_app(registry: &Registry, family_config: Config) -> Router {
+    let family = registry.family("endpoints", FamilyOptions::new(family_config));
+    Router::new()
+        .route(
+            "/a",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "a is down") }),
+        )
+        .route("/b", get(|| async { "b" }))
+        .route("/items/{id}", get(|| async { "item" }))
+        .route_layer(CircuitBreakerLayer::keyed(family, MethodAndRoute).respond_when_open())
+}
+
+#[tokio::test]
+async fn per_endpoint_breakers_open_only_the_failing_route() {
+    let registry = Registry::builder().clock(ManualClock::new()).build();
+    let app = failing_app(&registry, probe_config());
+    for _ in 0..3 {
+        assert_eq!(send(&app, "/a").await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let (status, headers, body) = send(&app, "/a").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["circuit"], "endpoints:GET /a");
+    assert_eq!(send(&app, "/b").await.0, StatusCode::OK);
+    // Keyed by the route template, never the raw path.
+    for id in 0..20 {
+        assert_eq!(send(&app, &format!("/items/{id}")).await.0, StatusCode::OK);
+    }
+    let names: Vec<String> = registry
+        .breakers()
+        .iter()
+        .map(|b| b.name().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "endpoints:<overflow>",
+            "endpoints:GET /a",
+            "endpoints:GET /b",
+            "endpoints:GET /items/{id}"
+        ]
+    );
+    assert_eq!(
+        registry.get("endpoints:GET /a").unwrap().state(),
+        State::Open
+    );
+    assert_eq!(
+        registry.get("endpoints:GET /b").unwrap().state(),
+        State::Closed
+    );
+}
+
+#[tokio::test]
+async fn key_cap_holds_under_ten_thousand_distinct_paths() {
+    let registry = Registry::new();
+    let family = registry.family("raw", FamilyOptions::new(Config::default()).max_keys(100));
+    let app = Router::new()
+        .route("/{*rest}", get(|| async { "ok" }))
+        .layer(CircuitBreakerLayer::keyed(family.clone(), RawPath).respond_when_open());
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..10_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        assert_eq!(send(&app, &format!("/p/{x:x}")).await.0, StatusCode::OK);
+    }
+    assert!(family.len() <= 100, "{} keys", family.len());
+    assert!(family.overflow().snapshot().successes > 9_000);
+}
+
+#[tokio::test]
+async fn stacked_breakers_each_see_their_own_outcomes() {
+    let clock = ManualClock::new();
+    let registry = Registry::builder().clock(clock.clone()).build();
+    let service = registry.breaker_with(
+        "service",
+        Config::builder()
+            .no_failure_rate_threshold()
+            .consecutive_failures(5)
+            .build()
+            .unwrap(),
+    );
+    let app = failing_app(&registry, probe_config())
+        .layer(CircuitBreakerLayer::new(service.clone()).respond_when_open());
+
+    // /a's breaker opens after 3 failures; its fast rejections are not the service's failures.
+    for _ in 0..3 {
+        send(&app, "/a").await;
+    }
+    for _ in 0..20 {
+        assert_eq!(send(&app, "/a").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let s = service.snapshot();
+    assert_eq!(service.state(), State::Closed);
+    assert_eq!((s.failures, s.ignored_calls), (3, 20));
+
+    // An open service breaker rejects before any endpoint breaker is consulted.
+    service.force_open();
+    let b = registry.get("endpoints:GET /b");
+    let before = b.as_ref().map_or(0, |b| b.snapshot().total_requests);
+    let (status, _, body) = send(&app, "/b").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["circuit"], "service");
+    assert_eq!(v["state"], "FORCED_OPEN");
+    let after = registry
+        .get("endpoints:GET /b")
+        .map_or(0, |b| b.snapshot().total_requests);
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn client_rejection_of_an_inner_breaker_is_ignored_by_the_outer_one() {
+    let up = Upstream::start().await;
+    up.set_mode(FAIL);
+    let clock = ManualClock::new();
+    let outer = CircuitBreaker::with_clock(
+        "outer",
+        Config::builder()
+            .sliding_window(SlidingWindow::Count(10))
+            .minimum_number_of_calls(10)
+            .build()
+            .unwrap(),
+        clock.clone(),
+    );
+    let inner = CircuitBreaker::with_clock("inner", probe_config(), clock);
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(outer.clone()))
+        .layer(CircuitBreakerLayer::new(inner.clone()))
+        .service(client());
+    for _ in 0..30 {
+        let _ = svc.clone().oneshot(request(&up.url("/"))).await;
+    }
+    assert_eq!(inner.state(), State::Open);
+    assert_eq!(outer.state(), State::Closed);
+    let s = outer.snapshot();
+    assert_eq!((s.failures, s.ignored_calls), (3, 27));
+}
