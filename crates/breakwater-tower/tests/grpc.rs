@@ -1,0 +1,269 @@
+//! The layer on a tonic client channel, against tonic-health's generated server and client, and
+//! against a raw HTTP/2 server whose stream ends with an error status in its trailers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use breakwater_core::{CircuitBreaker, Config, ManualClock, State};
+use breakwater_tower::{CircuitBreakerLayer, DEFAULT_GRPC_FAILURE_CODES, grpc_failures};
+use bytes::Bytes;
+use http_body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Code;
+use tonic::service::InterceptorLayer;
+use tonic::transport::{Channel, Server};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower::ServiceBuilder;
+
+fn config() -> Config {
+    Config::builder()
+        .no_failure_rate_threshold()
+        .consecutive_failures(3)
+        .wait_in_open(Duration::from_secs(10))
+        .permitted_calls_in_half_open(1)
+        .success_threshold(1)
+        .build()
+        .unwrap()
+}
+
+/// A tonic server with the health service; `down` makes every call fail with UNAVAILABLE.
+async fn health_server(down: Arc<AtomicBool>, hits: Arc<AtomicUsize>) -> SocketAddr {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("svc", ServingStatus::Serving)
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let interceptor = move |req: tonic::Request<()>| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        if down.load(Ordering::SeqCst) {
+            Err(tonic::Status::unavailable("dependency down"))
+        } else {
+            Ok(req)
+        }
+    };
+    tokio::spawn(async move {
+        let _reporter = reporter;
+        Server::builder()
+            .layer(InterceptorLayer::new(interceptor))
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn check(service: &str) -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: service.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn unavailable_opens_the_client_breaker_ok_and_not_found_do_not() {
+    let down = Arc::new(AtomicBool::new(false));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = health_server(down.clone(), hits.clone()).await;
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("health", config(), clock.clone());
+    let svc = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::new(cb.clone())
+                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
+        )
+        .service(channel(addr).await);
+    let mut client = HealthClient::new(svc);
+
+    // OK and NOT_FOUND are answers, not failures of the dependency.
+    for _ in 0..5 {
+        let res = client.check(check("svc")).await.unwrap();
+        assert_eq!(res.into_inner().status, ServingStatus::Serving as i32);
+        let err = client.check(check("unknown")).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    }
+    assert_eq!(cb.state(), State::Closed);
+    assert_eq!(cb.snapshot().failures, 0);
+    assert_eq!(cb.snapshot().successes, 10);
+
+    // UNAVAILABLE three times opens it; then calls never reach the server.
+    down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let err = client.check(check("svc")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+    }
+    assert_eq!(cb.state(), State::Open);
+    let before = hits.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        let err = client.check(check("svc")).await.unwrap_err();
+        assert!(err.message().contains("circuit `health` is OPEN"), "{err}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), before);
+
+    // Back up: the probe closes it.
+    down.store(false, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(11));
+    client.check(check("svc")).await.unwrap();
+    assert_eq!(cb.state(), State::Closed);
+}
+
+/// A gRPC response body: one message, then trailers with `grpc-status`.
+struct MessageThenTrailers {
+    step: u8,
+    status: &'static str,
+}
+
+impl http_body::Body for MessageThenTrailers {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.step += 1;
+        Poll::Ready(match self.step {
+            // HealthCheckResponse { status: SERVING }, length-prefixed, uncompressed.
+            1 => Some(Ok(Frame::data(Bytes::from_static(&[
+                0, 0, 0, 0, 2, 0x08, 0x01,
+            ])))),
+            2 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", self.status.parse().unwrap());
+                trailers.insert("grpc-message", "stream broke".parse().unwrap());
+                Some(Ok(Frame::trailers(trailers)))
+            }
+            _ => None,
+        })
+    }
+}
+
+async fn streaming_server(status: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (io, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    let res = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(MessageThenTrailers { step: 0, status })
+                        .unwrap();
+                    Ok::<_, Infallible>(res)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(io), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn error_status_in_trailers_is_recorded_when_the_stream_ends() {
+    let addr = streaming_server("13").await;
+    let cb = CircuitBreaker::with_clock("stream", config(), ManualClock::new());
+    let svc = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::new(cb.clone())
+                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
+        )
+        .service(channel(addr).await);
+    let mut client = HealthClient::new(svc);
+
+    let mut stream = client.watch(check("svc")).await.unwrap().into_inner();
+    // The head arrived; the outcome is not known until the trailers.
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (0, 0));
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let err = stream.message().await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (1, 0));
+}
+
+#[tokio::test]
+async fn ok_status_in_trailers_is_a_success_and_a_dropped_stream_counts_as_nothing() {
+    let addr = streaming_server("0").await;
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("stream", config(), clock.clone());
+    let svc = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::new(cb.clone())
+                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
+        )
+        .service(channel(addr).await);
+    let mut client = HealthClient::new(svc);
+
+    let mut stream = client.watch(check("svc")).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    assert_eq!(cb.snapshot().successes, 1);
+
+    // In HALF_OPEN with one permit, a stream dropped before its end gives the permit back.
+    cb.transition_to(State::Open).unwrap();
+    clock.advance(Duration::from_secs(11));
+    for _ in 0..3 {
+        let stream = client.watch(check("svc")).await.unwrap().into_inner();
+        drop(stream);
+        assert_eq!(cb.state(), State::HalfOpen);
+    }
+    let mut stream = client.watch(check("svc")).await.unwrap().into_inner();
+    while stream.message().await.unwrap().is_some() {}
+    assert_eq!(cb.state(), State::Closed);
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (0, 2));
+}
+
+#[tokio::test]
+async fn tonic_server_layer_answers_unavailable_when_open() {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("svc", ServingStatus::Serving)
+        .await;
+    let cb = CircuitBreaker::with_clock("server", config(), ManualClock::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = CircuitBreakerLayer::new(cb.clone())
+        .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
+        .respond_when_open();
+    tokio::spawn(async move {
+        let _reporter = reporter;
+        Server::builder()
+            .layer(layer)
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let mut client = HealthClient::new(channel(addr).await);
+    client.check(check("svc")).await.unwrap();
+    assert_eq!(cb.snapshot().successes, 1);
+
+    cb.force_open();
+    let err = client.check(check("svc")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message().contains("circuit `server` is FORCED_OPEN"),
+        "{err}"
+    );
+}
