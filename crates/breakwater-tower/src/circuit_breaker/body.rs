@@ -16,6 +16,8 @@ pub(crate) struct Tracker<C> {
     pub(crate) eos: Option<C>,
     /// Time to the response head, when slow calls are measured to the head.
     pub(crate) head: Option<Duration>,
+    /// The outcome when it was known at the head and only the timing waits for the end.
+    pub(crate) verdict: Option<Outcome>,
 }
 
 impl<C: ClassifyEos> Tracker<C> {
@@ -27,6 +29,9 @@ impl<C: ClassifyEos> Tracker<C> {
     }
 
     fn end(mut self, trailers: Option<&HeaderMap>) {
+        if let Some(outcome) = self.verdict {
+            return self.finish(outcome);
+        }
         let ok = match self.eos.take() {
             Some(eos) => eos.classify_eos(trailers).is_ok(),
             None => true,

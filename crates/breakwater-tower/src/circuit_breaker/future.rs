@@ -107,12 +107,25 @@ where
                             return Poll::Ready(Ok(res.map(ResponseBody::inner)));
                         }
                         match classifier.classify_response(&res) {
-                            ClassifiedResponse::Ready(Ok(())) => {
-                                permit.record(Outcome::Success);
-                                Poll::Ready(Ok(res.map(ResponseBody::inner)))
-                            }
-                            ClassifiedResponse::Ready(Err(_)) => {
-                                permit.record(Outcome::Failure);
+                            ClassifiedResponse::Ready(verdict) => {
+                                let outcome = if verdict.is_ok() {
+                                    Outcome::Success
+                                } else {
+                                    Outcome::Failure
+                                };
+                                if *measure_to_eos && permit.is_timed() {
+                                    // Known now, but timed to the end of the body.
+                                    let tracker = Tracker {
+                                        permit,
+                                        eos: None,
+                                        head: None,
+                                        verdict: Some(outcome),
+                                    };
+                                    return Poll::Ready(Ok(
+                                        res.map(|b| ResponseBody::tracked(b, tracker))
+                                    ));
+                                }
+                                permit.record(outcome);
                                 Poll::Ready(Ok(res.map(ResponseBody::inner)))
                             }
                             ClassifiedResponse::RequiresEos(eos) => {
@@ -125,6 +138,7 @@ where
                                     permit,
                                     eos: Some(eos),
                                     head,
+                                    verdict: None,
                                 };
                                 Poll::Ready(Ok(res.map(|b| ResponseBody::tracked(b, tracker))))
                             }

@@ -1,0 +1,46 @@
+//! Slow calls are timed to the response head by default, or to the end of the body.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use breakwater_core::{CircuitBreaker, Config, ManualClock};
+use breakwater_tower::CircuitBreakerLayer;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tower::{ServiceBuilder, ServiceExt};
+
+fn timed() -> Config {
+    Config::builder()
+        .slow_call_rate_threshold(100.0)
+        .slow_call_duration_threshold(Duration::from_secs(1))
+        .build()
+        .unwrap()
+}
+
+async fn slow_body_call(to_end: bool) -> u64 {
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("t", timed(), clock.clone());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()).measure_to_end_of_body(to_end))
+        .service_fn(|_req: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"data"))))
+        });
+    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    // The body takes two seconds to read.
+    clock.advance(Duration::from_secs(2));
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"data");
+    let s = cb.snapshot();
+    assert_eq!(s.successes, 1);
+    s.slow_calls
+}
+
+#[tokio::test]
+async fn slow_calls_are_measured_to_the_head_by_default() {
+    assert_eq!(slow_body_call(false).await, 0);
+}
+
+#[tokio::test]
+async fn slow_calls_can_be_measured_to_the_end_of_the_body() {
+    assert_eq!(slow_body_call(true).await, 1);
+}
