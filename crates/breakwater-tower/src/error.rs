@@ -21,11 +21,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///     e.downcast_ref::<CircuitOpen>().is_some()
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CircuitOpen {
     name: Arc<str>,
     state: State,
     retry_after: Option<Duration>,
+    #[cfg(feature = "grpc")]
+    status: Option<Arc<tonic::Status>>,
 }
 
 impl CircuitOpen {
@@ -34,7 +36,22 @@ impl CircuitOpen {
             name: breaker.shared_name().clone(),
             state: rejected.state(),
             retry_after: rejected.retry_after(),
+            #[cfg(feature = "grpc")]
+            status: None,
         }
+    }
+
+    /// Attaches the gRPC status UNAVAILABLE as this error's source, where tonic looks for it.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn with_grpc_status(mut self) -> Self {
+        self.status = Some(Arc::new(tonic::Status::unavailable(self.to_string())));
+        self
+    }
+
+    /// The gRPC status this rejection maps to: UNAVAILABLE with the message.
+    #[cfg(feature = "grpc")]
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::unavailable(self.to_string())
     }
 
     /// The circuit's name.
@@ -128,7 +145,15 @@ impl fmt::Display for CircuitOpen {
     }
 }
 
-impl std::error::Error for CircuitOpen {}
+impl std::error::Error for CircuitOpen {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        #[cfg(feature = "grpc")]
+        if let Some(status) = &self.status {
+            return Some(&**status);
+        }
+        None
+    }
+}
 
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for CircuitOpen {
@@ -146,6 +171,8 @@ mod tests {
             name: "db reads".into(),
             state: State::Open,
             retry_after: Some(Duration::from_millis(2_001)),
+            #[cfg(feature = "grpc")]
+            status: None,
         }
     }
 

@@ -113,6 +113,7 @@ async fn unavailable_opens_the_client_breaker_ok_and_not_found_do_not() {
     let before = hits.load(Ordering::SeqCst);
     for _ in 0..10 {
         let err = client.check(check("svc")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
         assert!(err.message().contains("circuit `health` is OPEN"), "{err}");
     }
     assert_eq!(hits.load(Ordering::SeqCst), before);

@@ -43,8 +43,11 @@ impl<E: Into<BoxError>> OnOpen<E> for ErrorOnOpen {
 
     fn rejected<B, C>(
         open: CircuitOpen,
-        _grpc: bool,
+        grpc: bool,
     ) -> Result<Response<ResponseBody<B, C>>, BoxError> {
+        #[cfg(feature = "grpc")]
+        let open = if grpc { open.with_grpc_status() } else { open };
+        let _ = grpc;
         Err(Box::new(open))
     }
 
