@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::future::IntoFuture;
-use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -21,6 +20,8 @@ use crate::window::time::TimeWindow;
 use crate::window::{Call, Counts, Window};
 
 const UNTIMED: u64 = u64::MAX;
+/// A permit's word once its outcome is recorded: no state, so dropping it releases nothing.
+const RECORDED: u64 = u64::MAX;
 
 /// The outcome of a permitted call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -565,6 +566,12 @@ impl CircuitBreaker {
             + l.other_calls.load(Ordering::Relaxed)
             + l.not_permitted.load(Ordering::Relaxed)
             + l.ignored.load(Ordering::Relaxed)
+    }
+
+    /// Live handles to this breaker: clones, plus owned permits not yet dropped (for
+    /// diagnostics).
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     /// Whether both handles are the same breaker.
@@ -1163,16 +1170,16 @@ macro_rules! permit_methods {
 
             /// Records `outcome`, timing the call if the breaker times calls.
             #[inline]
-            pub fn record(self, outcome: Outcome) {
-                let this = ManuallyDrop::new(self);
-                this.inner.record(this.word, this.started, outcome, None);
+            pub fn record(mut self, outcome: Outcome) {
+                self.inner.record(self.word, self.started, outcome, None);
+                self.word = RECORDED;
             }
 
             /// Records `outcome` for a call that took `duration` (instead of the measured time).
-            pub fn record_with_duration(self, outcome: Outcome, duration: Duration) {
-                let this = ManuallyDrop::new(self);
-                this.inner
-                    .record(this.word, this.started, outcome, Some(duration));
+            pub fn record_with_duration(mut self, outcome: Outcome, duration: Duration) {
+                self.inner
+                    .record(self.word, self.started, outcome, Some(duration));
+                self.word = RECORDED;
             }
 
             /// The state the permit was issued in.

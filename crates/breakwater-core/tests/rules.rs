@@ -652,3 +652,20 @@ fn huge_durations_saturate_instead_of_panicking() {
     let _ = cb.try_acquire();
     let _ = cb.snapshot();
 }
+
+#[test]
+fn owned_permits_release_their_handle_when_recorded_or_dropped() {
+    let (cb, _) = breaker(rate(10, 10));
+    cb.metrics_only();
+    assert_eq!(cb.handles(), 1);
+    for i in 0..100 {
+        let p = cb.try_acquire_owned().unwrap();
+        assert_eq!(cb.handles(), 2);
+        match i % 3 {
+            0 => p.success(),
+            1 => p.failure(),
+            _ => drop(p),
+        }
+    }
+    assert_eq!(cb.handles(), 1);
+}

@@ -1,0 +1,200 @@
+//! The tower layer against the bare service, in one run: per-service breaker, keyed breakers
+//! with 1, 1,000 and 100,000 live keys, tower-resilience's layer, and HTTP end to end over
+//! loopback (hyper client → axum server) with and without the layer on both sides.
+//!
+//! Run with `cargo bench --bench tower`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use breakwater::{CircuitBreaker, Config, FamilyOptions, Registry};
+use breakwater_tower::CircuitBreakerLayer;
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+/// Polls a service once, with a no-op waker: enough for services that answer at once.
+fn drive<S, B>(svc: &mut S, uri: &Uri) -> bool
+where
+    S: Service<Request<()>, Response = Response<B>>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => return false,
+    }
+    let mut req = Request::new(());
+    *req.uri_mut() = uri.clone();
+    let mut fut = pin!(svc.call(req));
+    matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
+}
+
+fn inner() -> impl Service<
+    Request<()>,
+    Response = Response<Empty<Bytes>>,
+    Error = Infallible,
+    Future = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>,
+> + Clone {
+    tower::service_fn(|_req: Request<()>| std::future::ready(Ok(Response::new(Empty::new()))))
+}
+
+fn config() -> Config {
+    Config::builder()
+        .failure_rate_threshold(50.0)
+        .minimum_number_of_calls(100)
+        .build()
+        .unwrap()
+}
+
+fn path_key(req: &Request<()>, buf: &mut String) {
+    buf.push_str(req.uri().path());
+}
+
+fn layer(c: &mut Criterion) {
+    let mut g = c.benchmark_group("layer");
+    let uri: Uri = "/k0".parse().unwrap();
+    let mut bare = inner();
+    g.bench_function("bare_service", |b| {
+        b.iter(|| black_box(drive(&mut bare, &uri)))
+    });
+
+    let mut single =
+        CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(inner());
+    g.bench_function("breakwater_single", |b| {
+        b.iter(|| black_box(drive(&mut single, &uri)))
+    });
+
+    for keys in [1usize, 1_000, 100_000] {
+        let registry = Registry::new();
+        let family = registry.family("bench", FamilyOptions::new(config()).max_keys(keys + 1));
+        let uris: Vec<Uri> = (0..keys)
+            .map(|i| format!("/k{i}").parse().unwrap())
+            .collect();
+        for u in &uris {
+            family.get(u.path());
+        }
+        let mut keyed =
+            CircuitBreakerLayer::keyed(family, path_key as fn(&Request<()>, &mut String))
+                .layer(inner());
+        let mut i = 0usize;
+        g.bench_function(format!("breakwater_keyed_{keys}_keys"), |b| {
+            b.iter(|| {
+                i = (i + 7919) % keys;
+                black_box(drive(&mut keyed, &uris[i]))
+            })
+        });
+    }
+
+    let tr = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .unwrap();
+    let mut tr = tr.layer(inner());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    g.bench_function("tower_resilience", |b| {
+        b.iter(|| black_box(drive(&mut tr, &uri)))
+    });
+    g.finish();
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let mut g = c.benchmark_group("http_end_to_end");
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(8));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (plain, guarded) = rt.block_on(async {
+        let app = || Router::new().route("/items", get(|| async { "[]" }));
+        let plain = serve(app()).await;
+        let server_breaker = CircuitBreaker::new("server", config());
+        let guarded =
+            serve(app().layer(CircuitBreakerLayer::new(server_breaker).respond_when_open())).await;
+        (plain, guarded)
+    });
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let client_breaker = CircuitBreaker::new("client", config());
+    let layered = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(client_breaker))
+        .service(client.clone());
+
+    // 16 requests in flight at a time, each reading its whole body.
+    const IN_FLIGHT: usize = 16;
+    g.bench_function("without_layers", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let start = Instant::now();
+                let uri: Uri = format!("http://{plain}/items").parse().unwrap();
+                let mut tasks = Vec::new();
+                for w in 0..IN_FLIGHT as u64 {
+                    let client = client.clone();
+                    let uri = uri.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for _ in (w..n).step_by(IN_FLIGHT) {
+                            let req = Request::get(uri.clone()).body(Empty::new()).unwrap();
+                            let res = client.request(req).await.unwrap();
+                            black_box(res.into_body().collect().await.unwrap());
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("with_layers_both_sides", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let start = Instant::now();
+                let uri: Uri = format!("http://{guarded}/items").parse().unwrap();
+                let mut tasks = Vec::new();
+                for w in 0..IN_FLIGHT as u64 {
+                    let svc = layered.clone();
+                    let uri = uri.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for _ in (w..n).step_by(IN_FLIGHT) {
+                            let req = Request::get(uri.clone()).body(Empty::new()).unwrap();
+                            let res = svc.clone().oneshot(req).await.unwrap();
+                            black_box(res.into_body().collect().await.unwrap());
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, layer, end_to_end);
+criterion_main!(benches);
