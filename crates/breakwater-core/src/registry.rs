@@ -339,12 +339,15 @@ pub struct KeyedFamily {
 struct FamilyInner {
     name: Arc<str>,
     options: FamilyOptions,
-    members: RwLock<HashMap<Box<str>, Member>>,
+    members: RwLock<Members>,
     overflow: CircuitBreaker,
     clock: ClockHandle,
     hub: Arc<EventHub>,
     last_sweep: AtomicU64,
 }
+
+/// A family's members, hashed with a fast hasher seeded per map (keys may come from requests).
+type Members = HashMap<Box<str>, Member, foldhash::fast::RandomState>;
 
 struct Member {
     breaker: CircuitBreaker,
@@ -374,7 +377,7 @@ impl KeyedFamily {
             inner: Arc::new(FamilyInner {
                 name,
                 options,
-                members: RwLock::new(HashMap::new()),
+                members: RwLock::new(Members::default()),
                 overflow,
                 clock,
                 hub,
@@ -495,7 +498,7 @@ impl KeyedFamily {
     }
 }
 
-fn sweep(members: &mut HashMap<Box<str>, Member>, now: u64, idle: u64) -> usize {
+fn sweep(members: &mut Members, now: u64, idle: u64) -> usize {
     let before = members.len();
     members.retain(|_, m| {
         let activity = m.breaker.activity();

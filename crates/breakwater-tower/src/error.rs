@@ -189,6 +189,16 @@ mod tests {
         assert!(res.extensions().get::<CircuitOpen>().is_some());
     }
 
+    #[cfg(feature = "axum")]
+    #[test]
+    fn into_response_is_the_503_contract() {
+        use axum_core::response::IntoResponse;
+        let res = open().into_response();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
     #[test]
     fn grpc_response_is_unavailable() {
         let res = open().grpc_response();

@@ -39,6 +39,7 @@ pin_project! {
 }
 
 impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
+    #[inline]
     pub(crate) fn called(
         future: F,
         classifier: C,
@@ -84,6 +85,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B, C::ClassifyEos>>, O::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Rejected { open, grpc } => {

@@ -76,6 +76,7 @@ where
         self.inner.poll_ready(cx).map_err(|e| O::error(e).0)
     }
 
+    #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match self.source.acquire(&req) {
             Ok(permit) => {
