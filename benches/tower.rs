@@ -40,6 +40,7 @@ where
     matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
 }
 
+#[allow(clippy::type_complexity)]
 fn inner() -> impl Service<
     Request<()>,
     Response = Response<Empty<Bytes>>,
