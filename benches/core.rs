@@ -209,5 +209,31 @@ fn tower_layers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, closed, open, contended, tower_layers);
+fn keyed_lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("keyed_lookup");
+    for keys in [1usize, 1_000, 100_000] {
+        let registry = breakwater::Registry::new();
+        let family = registry.family(
+            "bench",
+            breakwater::FamilyOptions::new(Config::default()).max_keys(keys + 1),
+        );
+        let names: Vec<String> = (0..keys).map(|i| format!("GET /k{i}")).collect();
+        for n in &names {
+            family.get(n);
+        }
+        g.bench_function(format!("hot_key_of_{keys}"), |b| {
+            b.iter(|| family.with(black_box(&names[0]), |cb| black_box(cb.state())))
+        });
+        let mut i = 0usize;
+        g.bench_function(format!("round_robin_{keys}"), |b| {
+            b.iter(|| {
+                i = (i + 7919) % keys;
+                family.with(&names[i], |cb| black_box(cb.state()))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, closed, open, contended, tower_layers, keyed_lookup);
 criterion_main!(benches);

@@ -94,3 +94,50 @@ fn open_path_allocates_nothing() {
     assert_eq!(n, 0);
     assert_eq!(cb.snapshot().not_permitted_calls, 10_001);
 }
+
+#[test]
+fn layer_on_a_known_key_allocates_nothing() {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use breakwater::{FamilyOptions, Registry};
+    use breakwater_tower::CircuitBreakerLayer;
+    use tower::{Layer, Service};
+
+    let registry = Registry::new();
+    let family = registry.family("alloc", FamilyOptions::new(config()));
+    let key = |req: &http::Request<()>, buf: &mut String| buf.push_str(req.uri().path());
+    let inner = tower::service_fn(|_req: http::Request<()>| {
+        std::future::ready(Ok::<_, Infallible>(http::Response::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+        )))
+    });
+    let mut keyed = CircuitBreakerLayer::keyed(family, key).layer(inner);
+    let mut single = CircuitBreakerLayer::new(CircuitBreaker::new("single", config())).layer(inner);
+    let uris: Vec<http::Uri> = (0..4).map(|i| format!("/k{i}").parse().unwrap()).collect();
+    let mut call = |svc: &mut dyn FnMut(http::Request<()>) -> bool, i: usize| {
+        let mut req = http::Request::new(());
+        *req.uri_mut() = uris[i % 4].clone();
+        assert!(svc(req));
+    };
+    fn drive<S: Service<http::Request<()>>>(svc: &mut S, req: http::Request<()>) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let mut fut = pin!(svc.call(req));
+        matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
+    }
+    // Warm up: creates the four breakers and grows the key buffer.
+    for i in 0..8 {
+        call(&mut |r| drive(&mut keyed, r), i);
+        call(&mut |r| drive(&mut single, r), i);
+    }
+    let n = allocations_during(|| {
+        for i in 0..1_000 {
+            call(&mut |r| drive(&mut keyed, r), i);
+            call(&mut |r| drive(&mut single, r), i);
+        }
+    });
+    assert_eq!(n, 0);
+}
