@@ -117,7 +117,7 @@ fn layer_on_a_known_key_allocates_nothing() {
     let mut keyed = CircuitBreakerLayer::keyed(family, key).layer(inner);
     let mut single = CircuitBreakerLayer::new(CircuitBreaker::new("single", config())).layer(inner);
     let uris: Vec<http::Uri> = (0..4).map(|i| format!("/k{i}").parse().unwrap()).collect();
-    let mut call = |svc: &mut dyn FnMut(http::Request<()>) -> bool, i: usize| {
+    let call = |svc: &mut dyn FnMut(http::Request<()>) -> bool, i: usize| {
         let mut req = http::Request::new(());
         *req.uri_mut() = uris[i % 4].clone();
         assert!(svc(req));
