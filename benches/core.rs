@@ -90,6 +90,16 @@ fn closed(c: &mut Criterion) {
     });
     let cb = ours(false);
     g.bench_function("breakwater", |b| b.iter(|| through_ours(&cb)));
+    g.bench_function("breakwater_owned_permit", |b| {
+        b.iter(|| match cb.try_acquire_owned() {
+            Ok(p) => {
+                let r = op();
+                p.success();
+                r
+            }
+            Err(_) => Err(()),
+        })
+    });
     let timed = ours(true);
     g.bench_function("breakwater_slow_call_timing", |b| {
         b.iter(|| through_ours(&timed))

@@ -70,6 +70,15 @@ fn layer(c: &mut Criterion) {
         b.iter(|| black_box(drive(&mut bare, &uri)))
     });
 
+    // For scale: the least a layer that changes the response body type does.
+    let mut mapped = tower::util::MapResponseLayer::new(|res: Response<Empty<Bytes>>| {
+        res.map(http_body_util::Either::<_, Empty<Bytes>>::Left)
+    })
+    .layer(inner());
+    g.bench_function("map_response_body_only", |b| {
+        b.iter(|| black_box(drive(&mut mapped, &uri)))
+    });
+
     let mut single =
         CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(inner());
     g.bench_function("breakwater_single", |b| {
