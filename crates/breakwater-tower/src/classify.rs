@@ -58,16 +58,35 @@ pub fn grpc_failures(failure_codes: &[GrpcCode]) -> SharedClassifier<GrpcErrorsA
 }
 
 /// HTTP classification: 5xx is a failure (the dependency's fault); 4xx is the caller's and is a
-/// success, except 429 when [`with_too_many_requests`](Self::with_too_many_requests) is on.
-#[derive(Debug, Clone, Copy, Default)]
+/// success, except 408 (what tower-http's `TimeoutLayer` answers when the inner service was too
+/// slow; on by default) and 429 (when [`with_too_many_requests`](Self::with_too_many_requests)
+/// is on).
+#[derive(Debug, Clone, Copy)]
 pub struct HttpFailures {
     too_many_requests: bool,
+    request_timeout: bool,
+}
+
+impl Default for HttpFailures {
+    fn default() -> Self {
+        Self {
+            too_many_requests: false,
+            request_timeout: true,
+        }
+    }
 }
 
 impl HttpFailures {
-    /// 5xx are failures.
+    /// 5xx and 408 are failures.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether 408 Request Timeout counts as a failure (default: yes).
+    #[must_use]
+    pub fn with_request_timeout(mut self, on: bool) -> Self {
+        self.request_timeout = on;
+        self
     }
 
     /// Whether 429 Too Many Requests also counts as a failure.
@@ -112,6 +131,7 @@ impl ClassifyResponse for HttpFailures {
         let status = res.status();
         if status.is_server_error()
             || (self.too_many_requests && status == StatusCode::TOO_MANY_REQUESTS)
+            || (self.request_timeout && status == StatusCode::REQUEST_TIMEOUT)
         {
             ClassifiedResponse::Ready(Err(HttpFailureClass::Status(status)))
         } else {
@@ -146,6 +166,8 @@ mod tests {
         assert!(!is_failure(c, &status(429)));
         assert!(!is_failure(c, &status(200)));
         assert!(is_failure(c.with_too_many_requests(true), &status(429)));
+        assert!(is_failure(c, &status(408)));
+        assert!(!is_failure(c.with_request_timeout(false), &status(408)));
     }
 
     #[test]

@@ -268,3 +268,45 @@ async fn tonic_server_layer_answers_unavailable_when_open() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_stops_serving_opens_the_client_breaker() {
+    // The server's own breaker is forced open (it declares itself not serving): its answers
+    // are UNAVAILABLE on the wire, and the client's breaker opens on them.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("svc", ServingStatus::Serving)
+        .await;
+    let server = CircuitBreaker::with_clock("server", config(), ManualClock::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = CircuitBreakerLayer::new(server.clone()).respond_when_open();
+    tokio::spawn(async move {
+        let _reporter = reporter;
+        Server::builder()
+            .layer(layer)
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let client_cb = CircuitBreaker::with_clock("client", config(), ManualClock::new());
+    let svc = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::new(client_cb.clone())
+                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
+        )
+        .service(channel(addr).await);
+    let mut client = HealthClient::new(svc);
+    client.check(check("svc")).await.unwrap();
+    server.force_open();
+    for _ in 0..3 {
+        assert_eq!(
+            client.check(check("svc")).await.unwrap_err().code(),
+            Code::Unavailable
+        );
+    }
+    assert_eq!(client_cb.state(), State::Open);
+    let s = server.snapshot();
+    assert_eq!(s.not_permitted_calls, 3);
+}

@@ -151,6 +151,31 @@ async fn timeouts_compose_and_count_as_failures() {
     up.release(3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn tower_http_timeout_answers_count_as_failures() {
+    // A handler that never answers, behind tower-http's timeout (on tokio's paused clock): the
+    // 408 the timeout answers is the handler's failure.
+    let cb = CircuitBreaker::with_clock("handler", probe_config(), ManualClock::new());
+    #[allow(deprecated)]
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        )
+        .layer(tower_http::timeout::TimeoutLayer::new(Duration::from_secs(
+            1,
+        )))
+        .layer(CircuitBreakerLayer::new(cb.clone()).respond_when_open());
+    for _ in 0..3 {
+        assert_eq!(send(&app, "/slow").await.0, StatusCode::REQUEST_TIMEOUT);
+    }
+    assert_eq!(cb.state(), State::Open);
+    assert_eq!(send(&app, "/slow").await.0, StatusCode::SERVICE_UNAVAILABLE);
+}
+
 #[tokio::test]
 async fn cancelled_half_open_calls_do_not_wedge_the_breaker() {
     let up = Upstream::start().await;
