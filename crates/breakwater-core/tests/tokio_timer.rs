@@ -17,9 +17,15 @@ async fn automatic_transition_fires_on_tokio_timer() {
     let cb = CircuitBreaker::new("t", config);
     cb.try_acquire().unwrap().failure();
     assert_eq!(cb.state(), State::Open);
-    // Paused time auto-advances to the timer once every task is idle.
     let events = cb.subscribe();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Move tokio's paused clock past the wait, then let the timer task run.
+    tokio::time::advance(Duration::from_millis(60)).await;
+    for _ in 0..10 {
+        if cb.state() == State::HalfOpen {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     assert_eq!(cb.state(), State::HalfOpen);
     let e = events.try_recv().expect("a transition event");
     assert!(matches!(
