@@ -18,7 +18,9 @@ async fn automatic_transition_fires_on_tokio_timer() {
     cb.try_acquire().unwrap().failure();
     assert_eq!(cb.state(), State::Open);
     let events = cb.subscribe();
-    // Move tokio's paused clock past the wait, then let the timer task run.
+    // Let the timer task start its sleep, move tokio's paused clock past the wait, then let the
+    // task run.
+    tokio::task::yield_now().await;
     tokio::time::advance(Duration::from_millis(60)).await;
     for _ in 0..10 {
         if cb.state() == State::HalfOpen {
