@@ -101,62 +101,77 @@ where
                 let result = ready!(future.poll(cx));
                 let permit = permit.take().expect("polled after completion");
                 let classifier = classifier.take().expect("polled after completion");
-                match result {
-                    Ok(res) => {
-                        // An inner breaker's rejection is not this breaker's failure.
-                        if res.extensions().get::<CircuitOpen>().is_some() {
-                            permit.ignore();
-                            return Poll::Ready(Ok(res.map(ResponseBody::inner)));
-                        }
-                        match classifier.classify_response(&res) {
-                            ClassifiedResponse::Ready(verdict) => {
-                                let outcome = if verdict.is_ok() {
-                                    Outcome::Success
-                                } else {
-                                    Outcome::Failure
-                                };
-                                if *measure_to_eos && permit.is_timed() {
-                                    // Known now, but timed to the end of the body.
-                                    let tracker = Tracker {
-                                        permit,
-                                        eos: None,
-                                        head: None,
-                                        verdict: Some(outcome),
-                                    };
-                                    return Poll::Ready(Ok(
-                                        res.map(|b| ResponseBody::tracked(b, tracker))
-                                    ));
-                                }
-                                permit.record(outcome);
-                                Poll::Ready(Ok(res.map(ResponseBody::inner)))
-                            }
-                            ClassifiedResponse::RequiresEos(eos) => {
-                                let head = if *measure_to_eos {
-                                    None
-                                } else {
-                                    permit.elapsed()
-                                };
-                                let tracker = Tracker {
-                                    permit,
-                                    eos: Some(eos),
-                                    head,
-                                    verdict: None,
-                                };
-                                Poll::Ready(Ok(res.map(|b| ResponseBody::tracked(b, tracker))))
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        let (error, inner_open) = O::error(e);
-                        if inner_open {
-                            permit.ignore();
-                        } else {
-                            permit.record(Outcome::Failure);
-                        }
-                        Poll::Ready(Err(error))
-                    }
-                }
+                let res = match result {
+                    Ok(res) => res,
+                    Err(e) => return Poll::Ready(Err(failed::<O, E>(permit, e))),
+                };
+                let tracker = settle(permit, classifier, &res, *measure_to_eos);
+                Poll::Ready(Ok(res.map(|b| match tracker {
+                    None => ResponseBody::inner(b),
+                    Some(t) => ResponseBody::tracked(b, t),
+                })))
             }
         }
     }
+}
+
+/// Records the outcome of a response whose outcome is known at its head, or hands back the
+/// tracker that will record it at the end of the body.
+#[inline]
+fn settle<C: ClassifyResponse, B>(
+    permit: OwnedPermit,
+    classifier: C,
+    res: &Response<B>,
+    measure_to_eos: bool,
+) -> Option<Tracker<C::ClassifyEos>> {
+    // An inner breaker's rejection is not this breaker's failure.
+    if res.extensions().get::<CircuitOpen>().is_some() {
+        permit.ignore();
+        return None;
+    }
+    match classifier.classify_response(res) {
+        ClassifiedResponse::Ready(verdict) => {
+            let outcome = if verdict.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            };
+            if measure_to_eos && permit.is_timed() {
+                // Known now, but timed to the end of the body.
+                return Some(Tracker {
+                    permit,
+                    eos: None,
+                    head: None,
+                    verdict: Some(outcome),
+                });
+            }
+            permit.record(outcome);
+            None
+        }
+        ClassifiedResponse::RequiresEos(eos) => {
+            let head = if measure_to_eos {
+                None
+            } else {
+                permit.elapsed()
+            };
+            Some(Tracker {
+                permit,
+                eos: Some(eos),
+                head,
+                verdict: None,
+            })
+        }
+    }
+}
+
+/// The inner service failed: a failure, unless it was an inner breaker's rejection.
+#[cold]
+fn failed<O: OnOpen<E>, E>(permit: OwnedPermit, e: E) -> O::Error {
+    let (error, inner_open) = O::error(e);
+    if inner_open {
+        permit.ignore();
+    } else {
+        permit.record(Outcome::Failure);
+    }
+    error
 }
