@@ -130,6 +130,37 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// `n` GET requests through `svc`, 16 in flight at a time, each reading its whole body.
+async fn load<S, B>(n: u64, addr: SocketAddr, svc: S) -> Duration
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+    B: http_body::Body + Send,
+    B::Error: std::fmt::Debug,
+    B::Data: Send,
+{
+    const IN_FLIGHT: u64 = 16;
+    let start = Instant::now();
+    let uri: Uri = format!("http://{addr}/items").parse().unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..IN_FLIGHT {
+        let svc = svc.clone();
+        let uri = uri.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in (w..n).step_by(IN_FLIGHT as usize) {
+                let req = Request::get(uri.clone()).body(Empty::new()).unwrap();
+                let res = svc.clone().oneshot(req).await.unwrap();
+                black_box(res.into_body().collect().await.unwrap());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
 fn end_to_end(c: &mut Criterion) {
     let mut g = c.benchmark_group("http_end_to_end");
     g.sample_size(30);
@@ -153,55 +184,11 @@ fn end_to_end(c: &mut Criterion) {
         .layer(CircuitBreakerLayer::new(client_breaker))
         .service(client.clone());
 
-    // 16 requests in flight at a time, each reading its whole body.
-    const IN_FLIGHT: usize = 16;
     g.bench_function("without_layers", |b| {
-        b.iter_custom(|n| {
-            rt.block_on(async {
-                let start = Instant::now();
-                let uri: Uri = format!("http://{plain}/items").parse().unwrap();
-                let mut tasks = Vec::new();
-                for w in 0..IN_FLIGHT as u64 {
-                    let client = client.clone();
-                    let uri = uri.clone();
-                    tasks.push(tokio::spawn(async move {
-                        for _ in (w..n).step_by(IN_FLIGHT) {
-                            let req = Request::get(uri.clone()).body(Empty::new()).unwrap();
-                            let res = client.request(req).await.unwrap();
-                            black_box(res.into_body().collect().await.unwrap());
-                        }
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|n| rt.block_on(load(n, plain, client.clone())))
     });
     g.bench_function("with_layers_both_sides", |b| {
-        b.iter_custom(|n| {
-            rt.block_on(async {
-                let start = Instant::now();
-                let uri: Uri = format!("http://{guarded}/items").parse().unwrap();
-                let mut tasks = Vec::new();
-                for w in 0..IN_FLIGHT as u64 {
-                    let svc = layered.clone();
-                    let uri = uri.clone();
-                    tasks.push(tokio::spawn(async move {
-                        for _ in (w..n).step_by(IN_FLIGHT) {
-                            let req = Request::get(uri.clone()).body(Empty::new()).unwrap();
-                            let res = svc.clone().oneshot(req).await.unwrap();
-                            black_box(res.into_body().collect().await.unwrap());
-                        }
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|n| rt.block_on(load(n, guarded, layered.clone())))
     });
     g.finish();
 }

@@ -71,6 +71,49 @@ async fn channel(addr: SocketAddr) -> Channel {
         .unwrap()
 }
 
+type GuardedClient = HealthClient<
+    breakwater_tower::CircuitBreakerService<
+        Channel,
+        breakwater_tower::circuit_breaker::Single,
+        tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
+        breakwater_tower::ErrorOnOpen,
+    >,
+>;
+
+/// A health client whose channel goes through `cb`, gRPC codes deciding failures.
+async fn guarded_client(cb: &CircuitBreaker, addr: SocketAddr) -> GuardedClient {
+    let svc = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::new(cb.clone())
+                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
+        )
+        .service(channel(addr).await);
+    HealthClient::new(svc)
+}
+
+/// A tonic health server behind its own breaker (server side: answers UNAVAILABLE when open).
+async fn guarded_server(cb: &CircuitBreaker) -> SocketAddr {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("svc", ServingStatus::Serving)
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = CircuitBreakerLayer::new(cb.clone())
+        .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
+        .respond_when_open();
+    tokio::spawn(async move {
+        let _reporter = reporter;
+        Server::builder()
+            .layer(layer)
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    addr
+}
+
 fn check(service: &str) -> HealthCheckRequest {
     HealthCheckRequest {
         service: service.to_string(),
@@ -84,13 +127,7 @@ async fn unavailable_opens_the_client_breaker_ok_and_not_found_do_not() {
     let addr = health_server(down.clone(), hits.clone()).await;
     let clock = ManualClock::new();
     let cb = CircuitBreaker::with_clock("health", config(), clock.clone());
-    let svc = ServiceBuilder::new()
-        .layer(
-            CircuitBreakerLayer::new(cb.clone())
-                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
-        )
-        .service(channel(addr).await);
-    let mut client = HealthClient::new(svc);
+    let mut client = guarded_client(&cb, addr).await;
 
     // OK and NOT_FOUND are answers, not failures of the dependency.
     for _ in 0..5 {
@@ -183,13 +220,7 @@ async fn streaming_server(status: &'static str) -> SocketAddr {
 async fn error_status_in_trailers_is_recorded_when_the_stream_ends() {
     let addr = streaming_server("13").await;
     let cb = CircuitBreaker::with_clock("stream", config(), ManualClock::new());
-    let svc = ServiceBuilder::new()
-        .layer(
-            CircuitBreakerLayer::new(cb.clone())
-                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
-        )
-        .service(channel(addr).await);
-    let mut client = HealthClient::new(svc);
+    let mut client = guarded_client(&cb, addr).await;
 
     let mut stream = client.watch(check("svc")).await.unwrap().into_inner();
     // The head arrived; the outcome is not known until the trailers.
@@ -208,13 +239,7 @@ async fn ok_status_in_trailers_is_a_success_and_a_dropped_stream_counts_as_nothi
     let addr = streaming_server("0").await;
     let clock = ManualClock::new();
     let cb = CircuitBreaker::with_clock("stream", config(), clock.clone());
-    let svc = ServiceBuilder::new()
-        .layer(
-            CircuitBreakerLayer::new(cb.clone())
-                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
-        )
-        .service(channel(addr).await);
-    let mut client = HealthClient::new(svc);
+    let mut client = guarded_client(&cb, addr).await;
 
     let mut stream = client.watch(check("svc")).await.unwrap().into_inner();
     while stream.message().await.unwrap().is_some() {}
@@ -237,25 +262,8 @@ async fn ok_status_in_trailers_is_a_success_and_a_dropped_stream_counts_as_nothi
 
 #[tokio::test]
 async fn tonic_server_layer_answers_unavailable_when_open() {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("svc", ServingStatus::Serving)
-        .await;
     let cb = CircuitBreaker::with_clock("server", config(), ManualClock::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let layer = CircuitBreakerLayer::new(cb.clone())
-        .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
-        .respond_when_open();
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        Server::builder()
-            .layer(layer)
-            .add_service(health)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
+    let addr = guarded_server(&cb).await;
     let mut client = HealthClient::new(channel(addr).await);
     client.check(check("svc")).await.unwrap();
     assert_eq!(cb.snapshot().successes, 1);
@@ -273,31 +281,10 @@ async fn tonic_server_layer_answers_unavailable_when_open() {
 async fn a_server_that_stops_serving_opens_the_client_breaker() {
     // The server's own breaker is forced open (it declares itself not serving): its answers
     // are UNAVAILABLE on the wire, and the client's breaker opens on them.
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("svc", ServingStatus::Serving)
-        .await;
     let server = CircuitBreaker::with_clock("server", config(), ManualClock::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let layer = CircuitBreakerLayer::new(server.clone()).respond_when_open();
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        Server::builder()
-            .layer(layer)
-            .add_service(health)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
+    let addr = guarded_server(&server).await;
     let client_cb = CircuitBreaker::with_clock("client", config(), ManualClock::new());
-    let svc = ServiceBuilder::new()
-        .layer(
-            CircuitBreakerLayer::new(client_cb.clone())
-                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
-        )
-        .service(channel(addr).await);
-    let mut client = HealthClient::new(svc);
+    let mut client = guarded_client(&client_cb, addr).await;
     client.check(check("svc")).await.unwrap();
     server.force_open();
     for _ in 0..3 {
