@@ -190,6 +190,21 @@ fn end_to_end(c: &mut Criterion) {
     g.bench_function("with_layers_both_sides", |b| {
         b.iter_custom(|n| rt.block_on(load(n, guarded, layered.clone())))
     });
+    // The two sequential benches above drift with the machine; alternate short rounds of each
+    // and compare medians to get the ratio.
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..25 {
+        without.push(rt.block_on(load(2_000, plain, client.clone())));
+        with.push(rt.block_on(load(2_000, guarded, layered.clone())));
+    }
+    without.sort();
+    with.sort();
+    let ratio = with[12].as_secs_f64() / without[12].as_secs_f64();
+    println!(
+        "http_end_to_end interleaved: median {:.2} µs/request with layers, {:.2} without, ratio {ratio:.3}",
+        with[12].as_secs_f64() * 1e6 / 2_000.0,
+        without[12].as_secs_f64() * 1e6 / 2_000.0,
+    );
     g.finish();
 }
 
