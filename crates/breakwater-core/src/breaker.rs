@@ -779,6 +779,56 @@ impl Inner {
     /// Records the outcome of a permit issued with state word `word`.
     #[inline]
     fn record(&self, word: u64, started: u64, outcome: Outcome, duration: Option<Duration>) {
+        // The hot path: an untimed success in CLOSED or METRICS_ONLY on a count window.
+        if outcome == Outcome::Success
+            && started == UNTIMED
+            && duration.is_none()
+            && (state_of(word) == CLOSED || state_of(word) == METRICS_ONLY)
+            && let Window::Count(w) = &self.window
+        {
+            let hot = &self.hot.0;
+            // An outcome from an older generation is dropped.
+            if hot.state.load(Ordering::Acquire) != word {
+                return;
+            }
+            let packed = w.record_packed(Call::Success);
+            if hot.consecutive_failures.load(Ordering::Relaxed) != 0
+                || self.life.0.last_success.load(Ordering::Relaxed) == 0
+            {
+                self.first_success_after_failure();
+            }
+            if CountWindow::any_bad(packed) && state_of(word) == CLOSED {
+                self.judge_after_success(word, w.counts_of(packed));
+            }
+            return;
+        }
+        self.record_general(word, started, outcome, duration);
+    }
+
+    /// Resets the consecutive failures and stamps the success time.
+    #[cold]
+    fn first_success_after_failure(&self) {
+        self.hot.0.consecutive_failures.store(0, Ordering::Relaxed);
+        self.stamp_success(UNTIMED);
+    }
+
+    /// A success landed in a window holding failed or slow calls: the rate may still trip.
+    #[inline(never)]
+    fn judge_after_success(&self, word: u64, counts: Counts) {
+        if let Some(trigger) = self.hot.0.tuning.judge(counts) {
+            self.transition(word, OPEN, trigger);
+        }
+    }
+
+    /// Every other outcome: failures, timed calls, HALF_OPEN, time windows, ignored.
+    #[inline(never)]
+    fn record_general(
+        &self,
+        word: u64,
+        started: u64,
+        outcome: Outcome,
+        duration: Option<Duration>,
+    ) {
         let st = state_of(word);
         if outcome == Outcome::Ignored {
             self.ignore(word);

@@ -66,6 +66,18 @@ impl CountWindow {
     /// Records one call and returns the counts right after it.
     #[inline]
     pub(crate) fn record(&self, call: Call) -> Counts {
+        self.counts_of(self.record_packed(call))
+    }
+
+    /// Whether counts packed in `word` hold any failed or slow call (only then can a policy trip).
+    #[inline]
+    pub(crate) fn any_bad(word: u64) -> bool {
+        word & ((FIELD_MASK << FAILED_SHIFT) | (FIELD_MASK << SLOW_SHIFT)) != 0
+    }
+
+    /// Records one call and returns the packed counter word right after it.
+    #[inline]
+    pub(crate) fn record_packed(&self, call: Call) -> u64 {
         let code = call as u8;
         let add = SEQ_ONE + contribution(code);
         let prev = self.counters.0.packed.fetch_add(add, Ordering::AcqRel);
@@ -86,7 +98,7 @@ impl CountWindow {
         if idx == self.size - 1 {
             self.wrap();
         }
-        self.counts_of(now)
+        now
     }
 
     /// The lap is complete: the window is full, and the sequence goes back by one lap.
@@ -116,7 +128,7 @@ impl CountWindow {
     }
 
     #[inline]
-    fn counts_of(&self, word: u64) -> Counts {
+    pub(crate) fn counts_of(&self, word: u64) -> Counts {
         let buffered = if self.full.load(Ordering::Acquire) {
             self.size
         } else {

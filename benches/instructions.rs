@@ -1,0 +1,92 @@
+//! Instruction counts per call, for `valgrind --tool=callgrind` (deterministic, unlike wall time
+//! on a shared machine):
+//!
+//! ```text
+//! cargo bench --bench instructions --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
+//!     --toggle-collect='instructions::run_*' target/release/deps/instructions-<hash>
+//! callgrind_annotate /tmp/cg.out | grep run_
+//! ```
+//!
+//! Each `run_*` function makes 100,000 calls; divide its inclusive count by 100,000.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use breakwater::{CircuitBreaker, Config};
+use breakwater_tower::CircuitBreakerLayer;
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::Empty;
+use tower::{Layer, Service};
+
+const CALLS: usize = 100_000;
+
+fn drive<S, B>(svc: &mut S, uri: &Uri) -> bool
+where
+    S: Service<Request<()>, Response = Response<B>>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    if !matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
+        return false;
+    }
+    let mut req = Request::new(());
+    *req.uri_mut() = uri.clone();
+    let mut fut = pin!(svc.call(req));
+    matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
+}
+
+#[inline(never)]
+fn run_bare_service<S, B>(svc: &mut S, uri: &Uri)
+where
+    S: Service<Request<()>, Response = Response<B>>,
+{
+    for _ in 0..CALLS {
+        black_box(drive(svc, uri));
+    }
+}
+
+#[inline(never)]
+fn run_layer_single<S, B>(svc: &mut S, uri: &Uri)
+where
+    S: Service<Request<()>, Response = Response<B>>,
+{
+    for _ in 0..CALLS {
+        black_box(drive(svc, uri));
+    }
+}
+
+#[inline(never)]
+fn run_engine_owned_permit(cb: &CircuitBreaker) {
+    for _ in 0..CALLS {
+        if let Ok(p) = cb.try_acquire_owned() {
+            p.success();
+        }
+    }
+}
+
+#[inline(never)]
+fn run_engine_permit(cb: &CircuitBreaker) {
+    for _ in 0..CALLS {
+        if let Ok(p) = cb.try_acquire() {
+            p.success();
+        }
+    }
+}
+
+fn main() {
+    let uri: Uri = "/k0".parse().unwrap();
+    let inner = tower::service_fn(|_req: Request<()>| {
+        std::future::ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())))
+    });
+    let cb = CircuitBreaker::new("bench", Config::default());
+    let mut bare = inner;
+    let mut single = CircuitBreakerLayer::new(cb.clone()).layer(inner);
+    run_bare_service(&mut bare, &uri);
+    run_layer_single(&mut single, &uri);
+    run_engine_permit(&cb);
+    run_engine_owned_permit(&cb);
+}
