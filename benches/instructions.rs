@@ -9,6 +9,7 @@
 //! ```
 //!
 //! Each `run_*` function makes 100,000 calls; divide its inclusive count by 100,000.
+//! `run_map_response_only` is a layer that only changes the response body type, for scale.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -60,6 +61,16 @@ where
 }
 
 #[inline(never)]
+fn run_map_response_only<S, B>(svc: &mut S, uri: &Uri)
+where
+    S: Service<Request<()>, Response = Response<B>>,
+{
+    for _ in 0..CALLS {
+        black_box(drive(svc, uri));
+    }
+}
+
+#[inline(never)]
 fn run_engine_owned_permit(cb: &CircuitBreaker) {
     for _ in 0..CALLS {
         if let Ok(p) = cb.try_acquire_owned() {
@@ -86,6 +97,11 @@ fn main() {
     let mut bare = inner;
     let mut single = CircuitBreakerLayer::new(cb.clone()).layer(inner);
     run_bare_service(&mut bare, &uri);
+    let mut mapped = tower::util::MapResponseLayer::new(|res: Response<Empty<Bytes>>| {
+        res.map(http_body_util::Either::<_, Empty<Bytes>>::Left)
+    })
+    .layer(inner);
+    run_map_response_only(&mut mapped, &uri);
     run_layer_single(&mut single, &uri);
     run_engine_permit(&cb);
     run_engine_owned_permit(&cb);
