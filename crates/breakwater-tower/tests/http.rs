@@ -109,6 +109,40 @@ async fn client_breaker_opens_rejects_without_io_probes_and_recovers() {
 }
 
 #[tokio::test]
+async fn open_circuit_fails_fast_even_when_the_inner_service_is_not_ready() {
+    // A concurrency limit of one, taken by a request the upstream holds: the inner service is
+    // not ready, and an open circuit must not wait for it.
+    let up = Upstream::start().await;
+    up.set_mode(HANG);
+    let cb = CircuitBreaker::with_clock("limited", probe_config(), ManualClock::new());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()))
+        .concurrency_limit(1)
+        .service(client());
+    let held = tokio::spawn(svc.clone().oneshot(request(&up.url("/"))));
+    up.arrived(1).await;
+
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut waiting = svc.clone();
+    assert!(
+        waiting.poll_ready(&mut cx).is_pending(),
+        "closed: waits for the limit"
+    );
+
+    cb.force_open();
+    let mut s = svc.clone();
+    assert!(s.poll_ready(&mut cx).is_ready(), "open: ready at once");
+    let mut fut = pin!(s.call(request(&up.url("/"))));
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(e)) => assert_eq!(open_error(&e).state(), State::ForcedOpen),
+        _ => panic!("expected an immediate rejection"),
+    }
+    assert_eq!(up.hits(), 1);
+    up.release(1);
+    held.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn transport_errors_are_failures() {
     // A port with nothing listening: connection refused.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

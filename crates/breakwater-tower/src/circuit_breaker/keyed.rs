@@ -13,6 +13,13 @@ pub trait BreakerSource<B>: sealed::Sealed + Clone {
     /// A permit for this request, or the rejection.
     #[doc(hidden)]
     fn acquire(&mut self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen>;
+
+    /// In `poll_ready`: a permit or a rejection before the request is known, when the breaker
+    /// does not depend on the request and does not admit calls freely.
+    #[doc(hidden)]
+    fn acquire_early(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
+        None
+    }
 }
 
 /// One breaker for every request.
@@ -27,6 +34,19 @@ impl<B> BreakerSource<B> for Single {
         self.0
             .try_acquire_owned()
             .map_err(|r| CircuitOpen::new(&self.0, r))
+    }
+
+    #[inline]
+    fn acquire_early(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
+        // While calls flow freely, the permit is taken in `call` (one load here).
+        if self.0.state().allows_calls() {
+            return None;
+        }
+        Some(
+            self.0
+                .try_acquire_owned()
+                .map_err(|r| CircuitOpen::new(&self.0, r)),
+        )
     }
 }
 

@@ -88,6 +88,7 @@ impl<S, K: Clone, M: Clone, O> Layer<S> for CircuitBreakerLayer<K, M, O> {
             source: self.source.clone(),
             make_classifier: self.make_classifier.clone(),
             measure_to_eos: self.measure_to_eos,
+            ready: None,
             _on_open: PhantomData,
         }
     }

@@ -10,8 +10,15 @@ use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::keyed::BreakerSource;
 use super::on_open::OnOpen;
+use crate::error::CircuitOpen;
+use breakwater_core::OwnedPermit;
 
 /// Middleware that sends each request through a circuit breaker.
+///
+/// With one breaker for the service, an open circuit makes the service ready at once (the call
+/// then fails fast) without waiting for the inner service's readiness, which a failing
+/// dependency may never give; in HALF_OPEN the probe permit is taken in `poll_ready`.
+/// Per-endpoint breakers depend on the request, so they are consulted in `call`.
 ///
 /// See [`CircuitBreakerLayer`](super::CircuitBreakerLayer) for how to build one.
 #[derive(Debug)]
@@ -21,6 +28,8 @@ pub struct CircuitBreakerService<S, K, M, O> {
     pub(crate) source: K,
     pub(crate) make_classifier: M,
     pub(crate) measure_to_eos: bool,
+    /// Taken in `poll_ready`, used by the next `call` (per clone: readiness is not shared).
+    pub(crate) ready: Option<Result<OwnedPermit, CircuitOpen>>,
     pub(crate) _on_open: PhantomData<fn() -> O>,
 }
 
@@ -31,6 +40,7 @@ impl<S: Clone, K: Clone, M: Clone, O> Clone for CircuitBreakerService<S, K, M, O
             source: self.source.clone(),
             make_classifier: self.make_classifier.clone(),
             measure_to_eos: self.measure_to_eos,
+            ready: None,
             _on_open: PhantomData,
         }
     }
@@ -73,12 +83,23 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.ready.is_none() {
+            self.ready = self.source.acquire_early();
+        }
+        if let Some(Err(_)) = self.ready {
+            // Refused: ready at once, the call fails fast and the inner service is left alone.
+            return Poll::Ready(Ok(()));
+        }
         self.inner.poll_ready(cx).map_err(|e| O::error(e).0)
     }
 
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        match self.source.acquire(&req) {
+        let acquired = match self.ready.take() {
+            Some(acquired) => acquired,
+            None => self.source.acquire(&req),
+        };
+        match acquired {
             Ok(permit) => {
                 let classifier = self.make_classifier.make_classifier(&req);
                 ResponseFuture::called(
