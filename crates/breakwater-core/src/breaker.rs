@@ -327,6 +327,7 @@ impl CircuitBreaker {
 
     /// The current state. Reading it never performs a pending transition (an expired OPEN stays
     /// OPEN until the next call or timer).
+    #[inline]
     pub fn state(&self) -> State {
         State::from_code(state_of(self.inner.hot.0.state.load(Ordering::Acquire)))
     }

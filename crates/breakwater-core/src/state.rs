@@ -52,6 +52,7 @@ impl State {
     }
 
     /// Whether calls are admitted without limit in this state.
+    #[inline]
     pub fn allows_calls(self) -> bool {
         matches!(self, State::Closed | State::Disabled | State::MetricsOnly)
     }
@@ -67,6 +68,7 @@ impl State {
         }
     }
 
+    #[inline]
     pub(crate) const fn from_code(code: u64) -> State {
         match code {
             CLOSED => State::Closed,
