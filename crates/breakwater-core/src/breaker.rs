@@ -586,7 +586,7 @@ impl Inner {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    #[inline]
+    #[inline(always)]
     fn acquire(&self) -> Result<(u64, u64), CallNotPermitted> {
         let hot = &self.hot.0;
         let word = hot.state.load(Ordering::Acquire);
@@ -778,7 +778,7 @@ impl Inner {
     }
 
     /// Records the outcome of a permit issued with state word `word`.
-    #[inline]
+    #[inline(always)]
     fn record(&self, word: u64, started: u64, outcome: Outcome, duration: Option<Duration>) {
         // The hot path: an untimed success in CLOSED or METRICS_ONLY on a count window.
         if outcome == Outcome::Success
@@ -792,10 +792,11 @@ impl Inner {
             if hot.state.load(Ordering::Acquire) != word {
                 return;
             }
-            let packed = w.record_packed(Call::Success);
-            if hot.consecutive_failures.load(Ordering::Relaxed) != 0
-                || self.life.0.last_success.load(Ordering::Relaxed) == 0
-            {
+            // Read before the `fetch_add`, which orders every later load behind it.
+            let stamp = hot.consecutive_failures.load(Ordering::Relaxed) != 0
+                || self.life.0.last_success.load(Ordering::Relaxed) == 0;
+            let packed = w.record_success();
+            if stamp {
                 self.first_success_after_failure();
             }
             if CountWindow::any_bad(packed) && state_of(word) == CLOSED {
