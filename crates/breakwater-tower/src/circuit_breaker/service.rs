@@ -28,8 +28,9 @@ pub struct CircuitBreakerService<S, K, M, O> {
     pub(crate) source: K,
     pub(crate) make_classifier: M,
     pub(crate) measure_to_eos: bool,
-    /// Taken in `poll_ready`, used by the next `call` (per clone: readiness is not shared).
-    pub(crate) ready: Option<Result<OwnedPermit, CircuitOpen>>,
+    /// Taken in `poll_ready` when the circuit is not closed, used by the next `call` (per clone:
+    /// readiness is not shared). Boxed so the closed path moves one word.
+    pub(crate) ready: Option<Box<Result<OwnedPermit, CircuitOpen>>>,
     pub(crate) _on_open: PhantomData<fn() -> O>,
 }
 
@@ -84,9 +85,9 @@ where
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.ready.is_none() {
-            self.ready = self.source.acquire_early();
+            self.ready = self.source.acquire_early().map(Box::new);
         }
-        if let Some(Err(_)) = self.ready {
+        if let Some(Err(_)) = self.ready.as_deref() {
             // Refused: ready at once, the call fails fast and the inner service is left alone.
             return Poll::Ready(Ok(()));
         }
@@ -96,7 +97,7 @@ where
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let acquired = match self.ready.take() {
-            Some(acquired) => acquired,
+            Some(acquired) => *acquired,
             None => self.source.acquire(&req),
         };
         match acquired {
