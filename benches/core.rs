@@ -212,6 +212,10 @@ fn tower_layers(c: &mut Criterion) {
     let svc = tower::service_fn(|x: u64| std::future::ready(Ok::<u64, Infallible>(x)));
     let mut bare = svc;
     g.bench_function("bare", |b| b.iter(|| drive(&mut bare).unwrap_or(0)));
+    let mut ours_layered = breakwater_tower::ResultBreakerLayer::new(ours(false)).layer(svc);
+    g.bench_function("breakwater_result_breaker", |b| {
+        b.iter(|| drive(&mut ours_layered).unwrap_or(0))
+    });
     let layer = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
         .sliding_window_size(100)

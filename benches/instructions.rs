@@ -71,6 +71,28 @@ where
 }
 
 #[inline(never)]
+fn run_result_breaker<S: Service<u64, Response = u64>>(svc: &mut S) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for i in 0..CALLS as u64 {
+        if svc.poll_ready(&mut cx).is_ready() {
+            let mut fut = pin!(svc.call(i));
+            black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+        }
+    }
+}
+
+#[inline(never)]
+fn run_bare_u64_service<S: Service<u64, Response = u64>>(svc: &mut S) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for i in 0..CALLS as u64 {
+        if svc.poll_ready(&mut cx).is_ready() {
+            let mut fut = pin!(svc.call(i));
+            black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+        }
+    }
+}
+
+#[inline(never)]
 fn run_engine_owned_permit(cb: &CircuitBreaker) {
     for _ in 0..CALLS {
         if let Ok(p) = cb.try_acquire_owned() {
@@ -104,5 +126,10 @@ fn main() {
     run_map_response_only(&mut mapped, &uri);
     run_layer_single(&mut single, &uri);
     run_engine_permit(&cb);
+    let plain = tower::service_fn(|x: u64| std::future::ready(Ok::<u64, Infallible>(x)));
+    let mut bare_u64 = plain;
+    run_bare_u64_service(&mut bare_u64);
+    let mut result = breakwater_tower::ResultBreakerLayer::new(cb.clone()).layer(plain);
+    run_result_breaker(&mut result);
     run_engine_owned_permit(&cb);
 }
