@@ -40,57 +40,38 @@ where
     matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
 }
 
-#[inline(never)]
-fn run_bare_service<S, B>(svc: &mut S, uri: &Uri)
-where
-    S: Service<Request<()>, Response = Response<B>>,
-{
-    for _ in 0..CALLS {
-        black_box(drive(svc, uri));
-    }
-}
-
-#[inline(never)]
-fn run_layer_single<S, B>(svc: &mut S, uri: &Uri)
-where
-    S: Service<Request<()>, Response = Response<B>>,
-{
-    for _ in 0..CALLS {
-        black_box(drive(svc, uri));
-    }
-}
-
-#[inline(never)]
-fn run_map_response_only<S, B>(svc: &mut S, uri: &Uri)
-where
-    S: Service<Request<()>, Response = Response<B>>,
-{
-    for _ in 0..CALLS {
-        black_box(drive(svc, uri));
-    }
-}
-
-#[inline(never)]
-fn run_result_breaker<S: Service<u64, Response = u64>>(svc: &mut S) {
-    let mut cx = Context::from_waker(Waker::noop());
-    for i in 0..CALLS as u64 {
-        if svc.poll_ready(&mut cx).is_ready() {
-            let mut fut = pin!(svc.call(i));
-            black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+/// One `#[inline(never)]` function per path, so callgrind can count each on its own.
+macro_rules! http_runs {
+    ($($name:ident),*) => {$(
+        #[inline(never)]
+        fn $name<S, B>(svc: &mut S, uri: &Uri)
+        where
+            S: Service<Request<()>, Response = Response<B>>,
+        {
+            for _ in 0..CALLS {
+                black_box(drive(svc, uri));
+            }
         }
-    }
+    )*};
 }
 
-#[inline(never)]
-fn run_bare_u64_service<S: Service<u64, Response = u64>>(svc: &mut S) {
-    let mut cx = Context::from_waker(Waker::noop());
-    for i in 0..CALLS as u64 {
-        if svc.poll_ready(&mut cx).is_ready() {
-            let mut fut = pin!(svc.call(i));
-            black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+macro_rules! u64_runs {
+    ($($name:ident),*) => {$(
+        #[inline(never)]
+        fn $name<S: Service<u64, Response = u64>>(svc: &mut S) {
+            let mut cx = Context::from_waker(Waker::noop());
+            for i in 0..CALLS as u64 {
+                if svc.poll_ready(&mut cx).is_ready() {
+                    let mut fut = pin!(svc.call(i));
+                    black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+                }
+            }
         }
-    }
+    )*};
 }
+
+http_runs!(run_bare_service, run_layer_single, run_map_response_only);
+u64_runs!(run_bare_u64_service, run_result_breaker);
 
 #[inline(never)]
 fn run_engine_owned_permit(cb: &CircuitBreaker) {

@@ -795,7 +795,7 @@ impl Inner {
             // Read before the `fetch_add`, which orders every later load behind it.
             let stamp = hot.consecutive_failures.load(Ordering::Relaxed) != 0
                 || self.life.0.last_success.load(Ordering::Relaxed) == 0;
-            let packed = w.record_success();
+            let packed = w.record_packed(Call::Success);
             if stamp {
                 self.first_success_after_failure();
             }

@@ -5,6 +5,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[macro_use]
+mod macros;
+
 pub mod circuit_breaker;
 pub mod classify;
 mod error;

@@ -141,20 +141,7 @@ impl<S: Clone, C: Clone> Clone for ResultBreaker<S, C> {
 }
 
 impl<S, C> ResultBreaker<S, C> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 impl<S, C, Req> Service<Req> for ResultBreaker<S, C>

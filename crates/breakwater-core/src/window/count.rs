@@ -75,35 +75,10 @@ impl CountWindow {
         word & ((FIELD_MASK << FAILED_SHIFT) | (FIELD_MASK << SLOW_SHIFT)) != 0
     }
 
-    /// Records a success and returns the packed counter word right after it. While the window
-    /// holds no failed or slow call, every slot holds a success (or nothing), so the slot is not
-    /// even read: the `fetch_add` is the whole cost.
-    #[inline]
-    pub(crate) fn record_success(&self) -> u64 {
-        let prev = self.counters.0.packed.fetch_add(SEQ_ONE, Ordering::AcqRel);
-        let mut now = prev.wrapping_add(SEQ_ONE);
-        let seq = prev >> SEQ_SHIFT;
-        let idx = if seq < self.size {
-            seq
-        } else {
-            seq % self.size
-        };
-        if Self::any_bad(prev) {
-            let slot = &self.slots[idx as usize];
-            if slot.load(Ordering::Acquire) > Call::Success as u8 {
-                let evicted = contribution(slot.swap(Call::Success as u8, Ordering::AcqRel));
-                if evicted != 0 {
-                    now = self.counters.0.packed.fetch_sub(evicted, Ordering::AcqRel) - evicted;
-                }
-            }
-        }
-        if idx == self.size - 1 {
-            self.wrap();
-        }
-        now
-    }
-
-    /// Records one call and returns the packed counter word right after it.
+    /// Records one call and returns the packed counter word right after it. A success only
+    /// touches its slot when the window holds a failed or slow call (one it may evict): while
+    /// it holds none, every slot holds a success (or nothing) and the `fetch_add` is the whole
+    /// cost.
     #[inline]
     pub(crate) fn record_packed(&self, call: Call) -> u64 {
         let code = call as u8;
@@ -117,7 +92,9 @@ impl CountWindow {
             seq % self.size
         };
         let slot = &self.slots[idx as usize];
-        if code > Call::Success as u8 || slot.load(Ordering::Acquire) > Call::Success as u8 {
+        if code > Call::Success as u8
+            || (Self::any_bad(prev) && slot.load(Ordering::Acquire) > Call::Success as u8)
+        {
             let evicted = contribution(slot.swap(code, Ordering::AcqRel));
             if evicted != 0 {
                 now = self.counters.0.packed.fetch_sub(evicted, Ordering::AcqRel) - evicted;

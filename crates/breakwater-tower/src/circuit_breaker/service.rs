@@ -48,20 +48,7 @@ impl<S: Clone, K: Clone, M: Clone, O> Clone for CircuitBreakerService<S, K, M, O
 }
 
 impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    define_inner_service_accessors!();
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {
