@@ -249,6 +249,16 @@ fn keyed_lookup(c: &mut Criterion) {
         g.bench_function(format!("hot_key_of_{keys}"), |b| {
             b.iter(|| family.with(black_box(&names[0]), |cb| black_box(cb.state())))
         });
+        if keys == 1_000 {
+            g.bench_function("hot_key_of_1000_two_threads", |b| {
+                b.iter_custom(|n| {
+                    two_threads(n, &|| {
+                        family.with(&names[0], |cb| black_box(cb.state()));
+                        Ok(1)
+                    })
+                })
+            });
+        }
         let mut i = 0usize;
         g.bench_function(format!("round_robin_{keys}"), |b| {
             b.iter(|| {

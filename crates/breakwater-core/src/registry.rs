@@ -339,15 +339,18 @@ pub struct KeyedFamily {
 struct FamilyInner {
     name: Arc<str>,
     options: FamilyOptions,
-    members: RwLock<Members>,
+    members: Members,
+    /// Serialises inserts and sweeps (so the cap holds); reads never take it.
+    insert_lock: std::sync::Mutex<()>,
     overflow: CircuitBreaker,
     clock: ClockHandle,
     hub: Arc<EventHub>,
     last_sweep: AtomicU64,
 }
 
-/// A family's members, hashed with a fast hasher seeded per map (keys may come from requests).
-type Members = HashMap<Box<str>, Member, foldhash::fast::RandomState>;
+/// A family's members: a concurrent map with lock-free reads, hashed with a fast hasher seeded
+/// per map (keys may come from requests).
+type Members = papaya::HashMap<Box<str>, Member, foldhash::fast::RandomState>;
 
 struct Member {
     breaker: CircuitBreaker,
@@ -377,7 +380,8 @@ impl KeyedFamily {
             inner: Arc::new(FamilyInner {
                 name,
                 options,
-                members: RwLock::new(Members::default()),
+                members: Members::with_hasher(Default::default()),
+                insert_lock: std::sync::Mutex::new(()),
                 overflow,
                 clock,
                 hub,
@@ -394,7 +398,7 @@ impl KeyedFamily {
     /// The breaker for `key`: an existing one (no allocation), a new one, or the overflow breaker
     /// when the family is full of active keys.
     pub fn get(&self, key: &str) -> CircuitBreaker {
-        if let Some(m) = read(&self.inner.members).get(key) {
+        if let Some(m) = self.inner.members.pin().get(key) {
             return m.breaker.clone();
         }
         self.insert(key)
@@ -403,24 +407,26 @@ impl KeyedFamily {
     /// Runs `f` on the breaker for `key` (created if needed, or the overflow breaker), without
     /// cloning the handle of an existing one.
     pub fn with<R>(&self, key: &str, f: impl FnOnce(&CircuitBreaker) -> R) -> R {
-        if let Some(m) = read(&self.inner.members).get(key) {
-            return f(&m.breaker);
+        {
+            let members = self.inner.members.pin();
+            if let Some(m) = members.get(key) {
+                return f(&m.breaker);
+            }
         }
         f(&self.insert(key))
     }
 
     /// The breaker for `key` if it has one, without creating it.
     pub fn get_existing(&self, key: &str) -> Option<CircuitBreaker> {
-        read(&self.inner.members)
-            .get(key)
-            .map(|m| m.breaker.clone())
+        self.inner.members.pin().get(key).map(|m| m.breaker.clone())
     }
 
     #[cold]
     fn insert(&self, key: &str) -> CircuitBreaker {
         let inner = &*self.inner;
         let now = inner.clock.nanos();
-        let mut members = write(&inner.members);
+        let _serial = inner.insert_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let members = inner.members.pin();
         if let Some(m) = members.get(key) {
             return m.breaker.clone();
         }
@@ -428,7 +434,7 @@ impl KeyedFamily {
         let due = now.saturating_sub(inner.last_sweep.load(Ordering::Relaxed)) >= idle;
         if members.len() >= inner.options.max_keys || due {
             inner.last_sweep.store(now, Ordering::Relaxed);
-            sweep(&mut members, now, idle);
+            sweep(&members, now, idle);
         }
         if members.len() >= inner.options.max_keys {
             return inner.overflow.clone();
@@ -454,14 +460,18 @@ impl KeyedFamily {
     pub fn evict_idle(&self) -> usize {
         let now = self.inner.clock.nanos();
         let idle = saturating_nanos(self.inner.options.idle_eviction);
-        let mut members = write(&self.inner.members);
+        let _serial = self
+            .inner
+            .insert_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         self.inner.last_sweep.store(now, Ordering::Relaxed);
-        sweep(&mut members, now, idle)
+        sweep(&self.inner.members.pin(), now, idle)
     }
 
     /// Number of keys held.
     pub fn len(&self) -> usize {
-        read(&self.inner.members).len()
+        self.inner.members.len()
     }
 
     /// Whether the family holds no key.
@@ -476,7 +486,10 @@ impl KeyedFamily {
 
     /// The members, then the overflow breaker.
     pub fn members(&self) -> Vec<CircuitBreaker> {
-        let mut v: Vec<CircuitBreaker> = read(&self.inner.members)
+        let mut v: Vec<CircuitBreaker> = self
+            .inner
+            .members
+            .pin()
             .values()
             .map(|m| m.breaker.clone())
             .collect();
@@ -498,19 +511,30 @@ impl KeyedFamily {
     }
 }
 
-fn sweep(members: &mut Members, now: u64, idle: u64) -> usize {
-    let before = members.len();
-    members.retain(|_, m| {
-        let activity = m.breaker.activity();
-        if activity != m.seen.load(Ordering::Relaxed) {
-            m.seen.store(activity, Ordering::Relaxed);
-            m.active_at.store(now, Ordering::Relaxed);
-            return true;
-        }
-        let idle_for = now.saturating_sub(m.active_at.load(Ordering::Relaxed));
-        !(m.breaker.state() == State::Closed && idle_for >= idle)
-    });
-    before - members.len()
+/// Removes the CLOSED members idle for `idle`; the caller holds the insert lock.
+fn sweep<G: papaya::Guard>(
+    members: &papaya::HashMapRef<'_, Box<str>, Member, foldhash::fast::RandomState, G>,
+    now: u64,
+    idle: u64,
+) -> usize {
+    let idle_keys: Vec<Box<str>> = members
+        .iter()
+        .filter(|(_, m)| {
+            let activity = m.breaker.activity();
+            if activity != m.seen.load(Ordering::Relaxed) {
+                m.seen.store(activity, Ordering::Relaxed);
+                m.active_at.store(now, Ordering::Relaxed);
+                return false;
+            }
+            let idle_for = now.saturating_sub(m.active_at.load(Ordering::Relaxed));
+            m.breaker.state() == State::Closed && idle_for >= idle
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in &idle_keys {
+        members.remove(key);
+    }
+    idle_keys.len()
 }
 
 #[cfg(test)]
