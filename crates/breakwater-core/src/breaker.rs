@@ -1109,7 +1109,8 @@ impl Inner {
         let word = hot.state.load(Ordering::Acquire);
         let state = State::from_code(state_of(word));
         let now = self.clock.nanos();
-        let epoch = |t: u64| (t != 0).then(|| self.clock.to_epoch_millis(t - 1));
+        let to_epoch = self.clock.epoch_converter();
+        let epoch = |t: u64| (t != 0).then(|| to_epoch(t - 1));
         let failures = l.failures.load(Ordering::Relaxed);
         let successes = self.successes();
         let not_permitted = l.not_permitted.load(Ordering::Relaxed);

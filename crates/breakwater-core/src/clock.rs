@@ -250,11 +250,12 @@ impl ClockHandle {
         }
     }
 
-    /// Converts a monotonic time of this clock into ms since the epoch.
-    pub(crate) fn to_epoch_millis(&self, nanos: u64) -> u64 {
+    /// Converts monotonic times of this clock into ms since the epoch, reading both clocks
+    /// once for any number of conversions.
+    pub(crate) fn epoch_converter(&self) -> impl Fn(u64) -> u64 + use<> {
         let now = self.nanos();
         let wall = self.epoch_millis();
-        wall.saturating_sub(now.saturating_sub(nanos) / 1_000_000)
+        move |nanos| wall.saturating_sub(now.saturating_sub(nanos) / 1_000_000)
     }
 }
 
@@ -351,7 +352,7 @@ mod tests {
         clock.advance(Duration::from_millis(1_500));
         assert_eq!(clock.epoch_millis(), 2_500);
         let handle = ClockHandle::from(clock);
-        assert_eq!(handle.to_epoch_millis(500_000_000), 1_500);
+        assert_eq!(handle.epoch_converter()(500_000_000), 1_500);
     }
 
     #[test]

@@ -11,6 +11,20 @@ use breakwater_core::{CircuitBreaker, Config, ManualClock, SlidingWindow, State}
 
 const THREADS: usize = 4;
 
+/// Runs `f(thread_index)` on `THREADS` threads released together by a barrier.
+fn on_threads(f: impl Fn(usize) + Sync) {
+    let start = Barrier::new(THREADS);
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let (f, start) = (&f, &start);
+            s.spawn(move || {
+                start.wait();
+                f(t);
+            });
+        }
+    });
+}
+
 fn half_open_breaker(permits: u32) -> (CircuitBreaker, ManualClock) {
     let clock = ManualClock::new();
     let config = Config::builder()
@@ -64,24 +78,16 @@ fn half_open_never_admits_more_than_its_permits() {
 #[test]
 fn cancelled_permits_are_never_lost() {
     let (cb, _clock) = half_open_breaker(3);
-    let start = Barrier::new(THREADS);
-    thread::scope(|s| {
-        for t in 0..THREADS {
-            let cb = &cb;
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                for i in 0..5_000 {
-                    if let Ok(p) = cb.try_acquire() {
-                        // Drop (cancel) or ignore: neither counts, both give the permit back.
-                        if (i + t) % 2 == 0 {
-                            drop(p);
-                        } else {
-                            p.ignore();
-                        }
-                    }
+    on_threads(|t| {
+        for i in 0..5_000 {
+            if let Ok(p) = cb.try_acquire() {
+                // Drop (cancel) or ignore: neither counts, both give the permit back.
+                if (i + t) % 2 == 0 {
+                    drop(p);
+                } else {
+                    p.ignore();
                 }
-            });
+            }
         }
     });
     // All three permits are free again, and nothing was recorded.
@@ -112,22 +118,14 @@ fn closed_counts_are_exact_after_threads_times_calls() {
         if window == SlidingWindow::Count(1) {
             cb.metrics_only();
         }
-        let start = Barrier::new(THREADS);
-        thread::scope(|s| {
-            for t in 0..THREADS as u64 {
-                let cb = &cb;
-                let start = &start;
-                s.spawn(move || {
-                    start.wait();
-                    for i in 0..CALLS {
-                        let p = cb.try_acquire().unwrap();
-                        if (i + t) % 10 == 0 {
-                            p.failure();
-                        } else {
-                            p.success();
-                        }
-                    }
-                });
+        on_threads(|t| {
+            for i in 0..CALLS {
+                let p = cb.try_acquire().unwrap();
+                if (i + t as u64).is_multiple_of(10) {
+                    p.failure();
+                } else {
+                    p.success();
+                }
             }
         });
         let s = cb.snapshot();
@@ -156,22 +154,14 @@ fn window_counters_match_slots_after_concurrent_churn() {
         .build()
         .unwrap();
     let cb = CircuitBreaker::with_clock("c", config, ManualClock::new());
-    let start = Barrier::new(THREADS);
-    thread::scope(|s| {
-        for t in 0..THREADS {
-            let cb = &cb;
-            let start = &start;
-            s.spawn(move || {
-                start.wait();
-                for i in 0..20_000 {
-                    let p = cb.try_acquire().unwrap();
-                    if (i * 7 + t) % 3 == 0 {
-                        p.failure();
-                    } else {
-                        p.success();
-                    }
-                }
-            });
+    on_threads(|t| {
+        for i in 0..20_000 {
+            let p = cb.try_acquire().unwrap();
+            if (i * 7 + t) % 3 == 0 {
+                p.failure();
+            } else {
+                p.success();
+            }
         }
     });
     for _ in 0..16 {
@@ -192,17 +182,11 @@ fn trip_under_contention_happens_once_per_generation() {
         .unwrap();
     let cb = CircuitBreaker::with_clock("c", config, ManualClock::new());
     let sub = cb.subscribe();
-    let start = Barrier::new(THREADS);
-    thread::scope(|s| {
-        for _ in 0..THREADS {
-            s.spawn(|| {
-                start.wait();
-                for _ in 0..1_000 {
-                    if let Ok(p) = cb.try_acquire() {
-                        p.failure();
-                    }
-                }
-            });
+    on_threads(|_| {
+        for _ in 0..1_000 {
+            if let Ok(p) = cb.try_acquire() {
+                p.failure();
+            }
         }
     });
     assert_eq!(cb.state(), State::Open);

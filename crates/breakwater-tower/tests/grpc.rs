@@ -35,14 +35,25 @@ fn config() -> Config {
         .unwrap()
 }
 
-/// A tonic server with the health service; `down` makes every call fail with UNAVAILABLE.
-async fn health_server(down: Arc<AtomicBool>, hits: Arc<AtomicUsize>) -> SocketAddr {
+/// The health service with `svc` SERVING, and a listener on 127.0.0.1 to serve it on.
+async fn health_parts() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    TcpListener,
+    SocketAddr,
+) {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("svc", ServingStatus::Serving)
         .await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    (reporter, health, listener, addr)
+}
+
+/// A tonic server with the health service; `down` makes every call fail with UNAVAILABLE.
+async fn health_server(down: Arc<AtomicBool>, hits: Arc<AtomicUsize>) -> SocketAddr {
+    let (reporter, health, listener, addr) = health_parts().await;
     let interceptor = move |req: tonic::Request<()>| {
         hits.fetch_add(1, Ordering::SeqCst);
         if down.load(Ordering::SeqCst) {
@@ -93,12 +104,7 @@ async fn guarded_client(cb: &CircuitBreaker, addr: SocketAddr) -> GuardedClient 
 
 /// A tonic health server behind its own breaker (server side: answers UNAVAILABLE when open).
 async fn guarded_server(cb: &CircuitBreaker) -> SocketAddr {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("svc", ServingStatus::Serving)
-        .await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (reporter, health, listener, addr) = health_parts().await;
     let layer = CircuitBreakerLayer::new(cb.clone())
         .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
         .respond_when_open();
