@@ -85,7 +85,8 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
+    /// An error about `field` (for builders of other crates that validate the same way).
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
         Self {
             field,
             message: message.into(),

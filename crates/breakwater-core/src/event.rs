@@ -91,6 +91,12 @@ pub enum EventKind {
     Reset,
     /// The breaker's configuration changed.
     ConfigChanged,
+    /// A caller was given a fallback instead of the dependency's answer (emitted by fallback
+    /// middleware through [`Registry::emit`](crate::Registry::emit)).
+    FallbackUsed {
+        /// Which strategy answered: `fixed`, `function`, `stale` or `backup`.
+        strategy: &'static str,
+    },
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

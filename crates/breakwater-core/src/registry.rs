@@ -7,10 +7,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::breaker::CircuitBreaker;
-use crate::clock::{ClockHandle, saturating_nanos};
+use crate::clock::{Clock, ClockHandle, saturating_nanos};
 use crate::config::Config;
 use crate::event::{
-    DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIBER_CAPACITY, Event, EventHub, Subscription,
+    DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIBER_CAPACITY, Event, EventHub, EventKind, Subscription,
 };
 use crate::snapshot::Snapshot;
 use crate::state::State;
@@ -156,6 +156,28 @@ impl Registry {
     /// The registry's clock.
     pub fn clock(&self) -> &ClockHandle {
         &self.inner.clock
+    }
+
+    /// Puts an event about `circuit` into this registry's stream (subscribers and the ring of
+    /// recent events), stamped with the registry's clock: how middleware outside the breakers,
+    /// such as a fallback, reports what it did. Nothing is built while nobody listens.
+    ///
+    /// ```
+    /// use breakwater_core::{EventKind, Registry};
+    ///
+    /// let registry = Registry::new();
+    /// registry.emit("orders", EventKind::FallbackUsed { strategy: "stale" });
+    /// assert_eq!(registry.recent_events()[0].kind, EventKind::FallbackUsed { strategy: "stale" });
+    /// ```
+    pub fn emit(&self, circuit: &str, kind: EventKind) {
+        if !self.inner.hub.is_active() {
+            return;
+        }
+        self.inner.hub.emit(Event {
+            circuit: Arc::from(circuit),
+            at: self.inner.clock.epoch_millis(),
+            kind,
+        });
     }
 
     /// Adds (or replaces) a named config, for breakers created after this.

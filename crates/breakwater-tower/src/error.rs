@@ -77,14 +77,17 @@ impl CircuitOpen {
 
     /// The JSON body: `{"code":"CIRCUIT_OPEN","message":…,"circuit":…,"state":…,"retryAfterMs":…}`.
     pub fn json_body(&self) -> Bytes {
-        let body = serde_json::json!({
+        Bytes::from(self.json_value().to_string())
+    }
+
+    pub(crate) fn json_value(&self) -> serde_json::Value {
+        serde_json::json!({
             "code": "CIRCUIT_OPEN",
             "message": self.to_string(),
             "circuit": &*self.name,
             "state": self.state,
             "retryAfterMs": self.retry_after.map(|d| d.as_millis() as u64),
-        });
-        Bytes::from(body.to_string())
+        })
     }
 
     /// The HTTP answer: 503, `Retry-After`, the JSON body.
@@ -123,7 +126,7 @@ impl CircuitOpen {
 }
 
 /// gRPC's percent-encoding of `grpc-message`: printable ASCII except `%` stays.
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if (0x20..=0x7e).contains(&b) && b != b'%' {

@@ -1,7 +1,8 @@
 //! Breakwater's tower layers: [`CircuitBreakerLayer`] around HTTP and gRPC clients and servers,
-//! and [`ResultBreakerLayer`] around any other tower service.
+//! [`ResultBreakerLayer`] around any other tower service, and [`FallbackLayer`] for what
+//! callers get when a dependency is down.
 //!
-//! See the [`circuit_breaker`] and [`result`] modules for examples.
+//! See the [`circuit_breaker`], [`result`] and [`fallback`] modules for examples.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -11,6 +12,7 @@ mod macros;
 pub mod circuit_breaker;
 pub mod classify;
 mod error;
+pub mod fallback;
 pub mod result;
 
 #[cfg(feature = "axum")]
@@ -23,6 +25,7 @@ pub use classify::{
     DEFAULT_GRPC_FAILURE_CODES, HttpFailureClass, HttpFailures, MakeClassifier, grpc_failures,
 };
 pub use error::{BoxError, CircuitOpen};
+pub use fallback::{FallbackLayer, FallbackService, StaleCache};
 pub use result::{
     ClassifyResult, ErrorsAsFailures, ResultBreaker, ResultBreakerLayer, ResultFuture,
 };

@@ -61,3 +61,4 @@ pub use keyed::{Authority, BreakerSource, GrpcMethod, KeyFn, Keyed, RawPath, Sin
 pub use layer::CircuitBreakerLayer;
 pub use on_open::{ErrorOnOpen, OnOpen, RespondOnOpen};
 pub use service::CircuitBreakerService;
+pub(crate) use service::is_grpc;

@@ -51,7 +51,7 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
     define_inner_service_accessors!();
 }
 
-fn is_grpc<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))

@@ -1,0 +1,214 @@
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use pin_project_lite::pin_project;
+
+use super::body::{FallbackBody, Recorder};
+use super::strategy::{self, Attempt, BoxFuture, Failure, FailureKind, Saved, Shared};
+use crate::error::{BoxError, CircuitOpen};
+
+/// What a call carries to its fallbacks.
+pub(crate) struct Ctx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) saved: Option<Box<Saved>>,
+    pub(crate) grpc: bool,
+}
+
+pin_project! {
+    /// Response future of [`FallbackService`](super::FallbackService).
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Primary {
+            #[pin]
+            future: F,
+            ctx: Option<Ctx>,
+        },
+        // The inner service failed in `poll_ready`: it was not called.
+        NotReady {
+            error: Option<BoxError>,
+            ctx: Option<Ctx>,
+        },
+        Fallback {
+            future: BoxFuture<Response<FallbackBody<B>>>,
+        },
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    #[inline]
+    pub(crate) fn new(future: F, ctx: Ctx) -> Self {
+        Self {
+            state: State::Primary {
+                future,
+                ctx: Some(ctx),
+            },
+        }
+    }
+
+    pub(crate) fn not_ready(error: BoxError, ctx: Ctx) -> Self {
+        Self {
+            state: State::NotReady {
+                error: Some(error),
+                ctx: Some(ctx),
+            },
+        }
+    }
+}
+
+impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// What the primary's result calls for.
+enum Verdict<B> {
+    Answer(Response<FallbackBody<B>>),
+    Fallback(Attempt<B>),
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    type Output = Result<Response<FallbackBody<B>>, Infallible>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let verdict = match self.as_mut().project().state.project() {
+                StateProj::Fallback { future } => return future.as_mut().poll(cx).map(Ok),
+                StateProj::Primary { future, ctx } => {
+                    let result = ready!(future.poll(cx));
+                    let ctx = ctx.take().expect("polled after completion");
+                    match result {
+                        Ok(res) => judge(res, ctx),
+                        Err(e) => failed(e.into(), ctx),
+                    }
+                }
+                StateProj::NotReady { error, ctx } => {
+                    let ctx = ctx.take().expect("polled after completion");
+                    failed(error.take().expect("polled after completion"), ctx)
+                }
+            };
+            match verdict {
+                Verdict::Answer(res) => return Poll::Ready(Ok(res)),
+                Verdict::Fallback(attempt) => {
+                    let future = Box::pin(strategy::run(attempt));
+                    self.as_mut()
+                        .project()
+                        .state
+                        .set(State::Fallback { future });
+                }
+            }
+        }
+    }
+}
+
+/// A response: passed on (and maybe recorded for stale-if-error), or a failure to fall back
+/// from.
+#[inline]
+fn judge<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
+    if res.extensions().is_empty() && ctx.shared.passes_status(res.status()) {
+        return Verdict::Answer(success(res, ctx));
+    }
+    judge_slow(res, ctx)
+}
+
+#[cold]
+fn judge_slow<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
+    let status = res.status();
+    if let Some(open) = res.extensions().get::<CircuitOpen>() {
+        let failure = Failure::open(open.clone(), Some(status));
+        return fallback(failure, Some(res), ctx);
+    }
+    let shared = &ctx.shared;
+    let timeout_status =
+        status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::GATEWAY_TIMEOUT;
+    if shared.on_timeouts && timeout_status {
+        return fallback(
+            Failure::response(FailureKind::Timeout, status),
+            Some(res),
+            ctx,
+        );
+    }
+    if let Some(classifier) = shared.failed_responses
+        && super::is_failed_response(classifier, &res)
+    {
+        let failure = Failure::response(FailureKind::FailedResponse, status);
+        return fallback(failure, Some(res), ctx);
+    }
+    Verdict::Answer(success(res, ctx))
+}
+
+#[inline]
+fn success<B>(res: Response<B>, ctx: Ctx) -> Response<FallbackBody<B>> {
+    let Some(saved) = ctx.saved else {
+        return res.map(FallbackBody::inner);
+    };
+    match (&ctx.shared.stale, saved.cache_key) {
+        (Some(cache), Some(key)) if cache.admits(&res, saved.authorized) => {
+            let recorder = Box::new(Recorder {
+                cache: cache.clone(),
+                key,
+                status: res.status(),
+                version: res.version(),
+                headers: res.headers().clone(),
+                chunks: Vec::new(),
+                size: 0,
+            });
+            res.map(|b| FallbackBody::recorded(b, recorder))
+        }
+        _ => res.map(FallbackBody::inner),
+    }
+}
+
+/// The inner service failed with `error`.
+#[cold]
+fn failed<B>(error: BoxError, ctx: Ctx) -> Verdict<B> {
+    if let Some(open) = strategy::find_open(&*error) {
+        return fallback(Failure::open(open.clone(), None), None, ctx);
+    }
+    let shared = &ctx.shared;
+    let (kind, applies) = if strategy::is_timeout(&*error) {
+        (FailureKind::Timeout, shared.on_timeouts || shared.on_errors)
+    } else {
+        (FailureKind::Error, shared.on_errors)
+    };
+    let failure = Failure::from_error(kind, error);
+    if applies {
+        fallback(failure, None, ctx)
+    } else {
+        shared.stats_unanswered();
+        Verdict::Answer(strategy::default_answer(failure, None, ctx.grpc, &[]))
+    }
+}
+
+fn fallback<B>(failure: Failure, original: Option<Response<B>>, ctx: Ctx) -> Verdict<B> {
+    let Ctx {
+        shared,
+        saved,
+        grpc,
+    } = ctx;
+    Verdict::Fallback(Attempt {
+        shared,
+        failure,
+        saved,
+        grpc,
+        original,
+    })
+}

@@ -1,0 +1,237 @@
+use std::future::Future;
+use std::sync::Arc;
+
+use breakwater_core::Registry;
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use http_body::Body;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::cache::StaleCache;
+use super::service::{FallbackService, NoBodyReplay, ReplayBodies};
+use super::strategy::{self, Failure, FallbackStats, Fixed, Shared, Strategy};
+use crate::classify::HttpFailures;
+use crate::error::BoxError;
+
+/// Layer that applies [`FallbackService`]: what callers get when a circuit is open or, when
+/// configured, when the dependency failed.
+///
+/// Strategies are tried in the order they are added; the first that answers wins. See the
+/// [module docs](super) for an example.
+#[must_use]
+#[derive(Clone)]
+pub struct FallbackLayer<R = NoBodyReplay> {
+    name: Arc<str>,
+    strategies: Vec<Strategy>,
+    on_errors: bool,
+    on_timeouts: bool,
+    failed_responses: Option<HttpFailures>,
+    events: Option<Registry>,
+    stats: FallbackStats,
+    replay: R,
+}
+
+impl<R: std::fmt::Debug> std::fmt::Debug for FallbackLayer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let strategies: Vec<_> = self.strategies.iter().map(Strategy::name).collect();
+        f.debug_struct("FallbackLayer")
+            .field("name", &self.name)
+            .field("strategies", &strategies)
+            .field("on_errors", &self.on_errors)
+            .field("on_timeouts", &self.on_timeouts)
+            .field("failed_responses", &self.failed_responses)
+            .field("replay", &self.replay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FallbackLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FallbackLayer {
+    /// No strategy yet, applying to refused calls ([`CircuitOpen`](crate::CircuitOpen)) only:
+    /// a refusal becomes the 503 `CIRCUIT_OPEN` answer (gRPC: UNAVAILABLE), any other error a
+    /// 502 `UPSTREAM_ERROR` (504 `UPSTREAM_TIMEOUT` for a timeout), so the service is
+    /// infallible.
+    pub fn new() -> Self {
+        Self {
+            name: Arc::from("fallback"),
+            strategies: Vec::new(),
+            on_errors: false,
+            on_timeouts: false,
+            failed_responses: None,
+            events: None,
+            stats: FallbackStats::default(),
+            replay: NoBodyReplay,
+        }
+    }
+
+    /// Buffers request bodies of a known size up to `limit` bytes before the call, so a
+    /// request with a body (a POST, say) can be replayed to a [`backup`](Self::backup). Larger
+    /// or streamed bodies are not buffered; such a request does not fail over, and the answer
+    /// says why. Needs a body type that can be rebuilt from bytes (axum's `Body`,
+    /// `Full<Bytes>`) and a `Clone` inner service; the response future is then boxed.
+    pub fn replay_bodies(self, limit: usize) -> FallbackLayer<ReplayBodies> {
+        FallbackLayer {
+            name: self.name,
+            strategies: self.strategies,
+            on_errors: self.on_errors,
+            on_timeouts: self.on_timeouts,
+            failed_responses: self.failed_responses,
+            events: self.events,
+            stats: self.stats,
+            replay: ReplayBodies { limit },
+        }
+    }
+}
+
+impl<R> FallbackLayer<R> {
+    /// The name events carry when no circuit is involved (default `fallback`); a refusal's
+    /// events carry the refusing circuit's name.
+    pub fn named(mut self, name: impl AsRef<str>) -> Self {
+        self.name = Arc::from(name.as_ref());
+        self
+    }
+
+    /// Emits [`EventKind::FallbackUsed`](breakwater_core::EventKind::FallbackUsed) into
+    /// `registry`'s event stream on every use.
+    pub fn events(mut self, registry: &Registry) -> Self {
+        self.events = Some(registry.clone());
+        self
+    }
+
+    /// Also falls back when the inner service fails with any error (transport errors,
+    /// timeouts).
+    pub fn on_errors(mut self) -> Self {
+        self.on_errors = true;
+        self
+    }
+
+    /// Also falls back on timeouts: tower's `Elapsed` or an I/O `TimedOut` error anywhere in the
+    /// error's chain, or a 408 or 504 answer (tower-http's `TimeoutLayer` answers 408).
+    pub fn on_timeouts(mut self) -> Self {
+        self.on_timeouts = true;
+        self
+    }
+
+    /// Also falls back on answers [`HttpFailures`] calls failures (5xx, 408). When no strategy
+    /// answers, the dependency's own answer is passed on.
+    pub fn on_failed_responses(self) -> Self {
+        self.on_failed_responses_with(HttpFailures::new())
+    }
+
+    /// Also falls back on answers `classifier` calls failures (e.g. with 429).
+    pub fn on_failed_responses_with(mut self, classifier: HttpFailures) -> Self {
+        self.failed_responses = Some(classifier);
+        self
+    }
+
+    /// Answers with a fixed response (its status, headers and body), e.g. 200 `[]` for a list.
+    ///
+    /// ```
+    /// use breakwater_tower::fallback::FallbackLayer;
+    /// use http::{Response, header};
+    ///
+    /// let layer = FallbackLayer::new().fixed(
+    ///     Response::builder()
+    ///         .header(header::CONTENT_TYPE, "application/json")
+    ///         .body("[]")
+    ///         .unwrap(),
+    /// );
+    /// # let _ = layer;
+    /// ```
+    pub fn fixed<T: Into<Bytes>>(mut self, response: Response<T>) -> Self {
+        self.strategies
+            .push(Strategy::Fixed(Arc::new(Fixed::from_response(response))));
+        self
+    }
+
+    /// Answers with a function of the request's head and the failure.
+    pub fn function<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts, &Failure) -> Response<Bytes> + Send + Sync + 'static,
+    {
+        self.strategies.push(strategy::function(f));
+        self
+    }
+
+    /// Answers with an async function of the request's head and the failure.
+    pub fn async_function<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(&Parts, &Failure) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Bytes>> + Send + 'static,
+    {
+        self.strategies.push(strategy::async_function(f));
+        self
+    }
+
+    /// Keeps the last good answer to each GET and HEAD request in `cache` and serves it while
+    /// the dependency is unavailable, with `x-fallback: stale`, `Warning: 110` and `Age`.
+    pub fn stale_if_error(mut self, cache: StaleCache) -> Self {
+        self.strategies.push(Strategy::Stale(cache));
+        self
+    }
+
+    /// Sends the request to `service` instead (failover), e.g. a second upstream with its own
+    /// breaker. Requests without a body replay when idempotent; others need
+    /// [`replay_bodies`](FallbackLayer::replay_bodies). The backup's answer is taken unless its
+    /// own circuit refused, it failed, or (with [`on_failed_responses`](Self::on_failed_responses))
+    /// it is a failure too; then the next strategy is tried.
+    pub fn backup<S, B, RB>(mut self, service: S) -> Self
+    where
+        S: Service<Request<B>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: From<Bytes> + 'static,
+        RB: Body<Data = Bytes> + Send + 'static,
+        RB::Error: Into<BoxError>,
+    {
+        self.strategies.push(strategy::backup(service));
+        self
+    }
+
+    /// How often each strategy answered; shared by every service this layer makes.
+    pub fn stats(&self) -> FallbackStats {
+        self.stats.clone()
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        let keep_parts = self
+            .strategies
+            .iter()
+            .any(|s| matches!(s, Strategy::Function(_) | Strategy::Backup(_)));
+        let stale = self.strategies.iter().find_map(|s| match s {
+            Strategy::Stale(cache) => Some(cache.clone()),
+            _ => None,
+        });
+        Arc::new(Shared {
+            name: self.name.clone(),
+            strategies: self.strategies.clone(),
+            on_errors: self.on_errors,
+            on_timeouts: self.on_timeouts,
+            failed_responses: self.failed_responses,
+            events: self.events.clone(),
+            stats: self.stats.clone(),
+            keep_parts,
+            stale,
+        })
+    }
+}
+
+impl<S, R: Clone> Layer<S> for FallbackLayer<R> {
+    type Service = FallbackService<S, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FallbackService {
+            inner,
+            shared: self.shared(),
+            replay: self.replay.clone(),
+            not_ready: None,
+        }
+    }
+}

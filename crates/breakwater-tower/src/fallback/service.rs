@@ -1,0 +1,223 @@
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tower_service::Service;
+
+use super::body::FallbackBody;
+use super::future::{Ctx, ResponseFuture};
+use super::strategy::{BoxFuture, NoReplay, Saved, Shared};
+use crate::circuit_breaker::is_grpc;
+use crate::error::BoxError;
+
+/// Request bodies are not buffered: only requests without a body can fail over to a backup
+/// (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBodyReplay;
+
+/// Request bodies of a known size up to a limit are buffered before the call, so any request
+/// within it can fail over to a backup; larger or streamed bodies pass through unbuffered. See
+/// [`FallbackLayer::replay_bodies`](super::FallbackLayer::replay_bodies).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayBodies {
+    pub(crate) limit: usize,
+}
+
+/// Middleware that answers for a failed or refused dependency; see
+/// [`FallbackLayer`](super::FallbackLayer).
+#[must_use]
+pub struct FallbackService<S, R = NoBodyReplay> {
+    pub(crate) inner: S,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) replay: R,
+    /// The inner service's `poll_ready` failed: the next call answers from this error.
+    pub(crate) not_ready: Option<BoxError>,
+}
+
+impl<S: Clone, R: Clone> Clone for FallbackService<S, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            replay: self.replay.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, R: std::fmt::Debug> std::fmt::Debug for FallbackService<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackService")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .field("replay", &self.replay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, R> FallbackService<S, R> {
+    define_inner_service_accessors!();
+
+    fn poll_inner<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        if self.not_ready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            // Ready to answer: the call gets a fallback (or the error's answer).
+            Poll::Ready(Err(e)) => {
+                self.not_ready = Some(e.into());
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn ctx(&self, saved: Option<Box<Saved>>, grpc: bool) -> Ctx {
+        Ctx {
+            shared: self.shared.clone(),
+            saved,
+            grpc,
+        }
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn is_empty<B: Body>(body: &B) -> bool {
+    body.is_end_stream() || body.size_hint().exact() == Some(0)
+}
+
+/// Splits off what the strategies need after the call. `replay` is the buffered body, or why
+/// there is none; `None` when the body was not looked at (then only an empty one replays).
+fn prepare<B: Body>(
+    shared: &Shared,
+    req: Request<B>,
+    replay: Option<Result<Bytes, NoReplay>>,
+) -> (Request<B>, Option<Box<Saved>>) {
+    if !shared.keep_parts && shared.stale.is_none() {
+        return (req, None);
+    }
+    let (parts, body) = req.into_parts();
+    let cache_key = shared.stale.as_ref().and_then(|c| c.key_of(&parts));
+    let replay = shared.has_backup().then(|| match replay {
+        Some(r) => r,
+        None if !is_empty(&body) => Err(NoReplay::BodyNotBuffered),
+        None if is_idempotent(&parts.method) => Ok(Bytes::new()),
+        None => Err(NoReplay::NotIdempotent),
+    });
+    let saved = Saved {
+        authorized: cache_key.is_some() && parts.headers.contains_key(header::AUTHORIZATION),
+        cache_key,
+        replay,
+        parts: shared.keep_parts.then(|| parts.clone()),
+    };
+    (Request::from_parts(parts, body), Some(Box::new(saved)))
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for FallbackService<S, NoBodyReplay>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ReqBody: Body,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<FallbackBody<ResBody>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future, ResBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.poll_inner::<Request<ReqBody>>(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let grpc = is_grpc(&req);
+        let (req, saved) = prepare(&self.shared, req, None);
+        if let Some(e) = self.not_ready.take() {
+            return ResponseFuture::not_ready(e, self.ctx(saved, grpc));
+        }
+        let future = self.inner.call(req);
+        ResponseFuture::new(future, self.ctx(saved, grpc))
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for FallbackService<S, ReplayBodies>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ReqBody: Body<Data = Bytes> + From<Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<FallbackBody<ResBody>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<FallbackBody<ResBody>>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.poll_inner::<Request<ReqBody>>(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The ready service goes with the future, which calls it once the body is in.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let not_ready = self.not_ready.take();
+        let ctx = self.ctx(None, is_grpc(&req));
+        let limit = self.replay.limit;
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let (body, replay) = if is_empty(&body) {
+                (body, None)
+            } else if body.size_hint().upper().is_some_and(|n| n <= limit as u64) {
+                match Limited::new(body, limit).collect().await {
+                    Ok(collected) => {
+                        let bytes = collected.to_bytes();
+                        (ReqBody::from(bytes.clone()), Some(Ok(bytes)))
+                    }
+                    Err(e) => return Ok(unreadable_body(&*e).map(FallbackBody::full)),
+                }
+            } else {
+                (body, Some(Err(NoReplay::BodyTooLarge(limit))))
+            };
+            let (req, saved) = prepare(&ctx.shared, Request::from_parts(parts, body), replay);
+            let ctx = Ctx { saved, ..ctx };
+            match not_ready {
+                Some(e) => ResponseFuture::<S::Future, _>::not_ready(e, ctx).await,
+                None => ResponseFuture::new(inner.call(req), ctx).await,
+            }
+        })
+    }
+}
+
+/// The caller's own body failed while it was being buffered: 400, the dependency untouched.
+fn unreadable_body(e: &(dyn std::error::Error + Send + Sync)) -> Response<Bytes> {
+    let body = serde_json::json!({
+        "code": "BAD_REQUEST",
+        "message": format!("the request body could not be read: {e}"),
+    });
+    let mut res = Response::new(Bytes::from(body.to_string()));
+    *res.status_mut() = StatusCode::BAD_REQUEST;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
