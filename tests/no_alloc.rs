@@ -116,6 +116,17 @@ fn layer_on_a_known_key_allocates_nothing() {
     });
     let mut keyed = CircuitBreakerLayer::keyed(family, key).layer(inner);
     let mut single = CircuitBreakerLayer::new(CircuitBreaker::new("single", config())).layer(inner);
+    // A fallback with a fixed answer outside a breaker: nothing allocated until it answers.
+    type Empty = http_body_util::Empty<bytes::Bytes>;
+    let inner_http = tower::service_fn(|_req: http::Request<Empty>| {
+        std::future::ready(Ok::<_, Infallible>(http::Response::new(Empty::new())))
+    });
+    let mut fallback = breakwater_tower::FallbackLayer::new()
+        .fixed(http::Response::new("[]"))
+        .layer(CircuitBreakerLayer::new(CircuitBreaker::new("fb", config())).layer(inner_http));
+    let mut fallback = tower::ServiceExt::map_request(&mut fallback, |r: http::Request<()>| {
+        r.map(|()| Empty::new())
+    });
     let uris: Vec<http::Uri> = (0..4).map(|i| format!("/k{i}").parse().unwrap()).collect();
     let call = |svc: &mut dyn FnMut(http::Request<()>) -> bool, i: usize| {
         let mut req = http::Request::new(());
@@ -132,11 +143,13 @@ fn layer_on_a_known_key_allocates_nothing() {
     for i in 0..8 {
         call(&mut |r| drive(&mut keyed, r), i);
         call(&mut |r| drive(&mut single, r), i);
+        call(&mut |r| drive(&mut fallback, r), i);
     }
     let n = allocations_during(|| {
         for i in 0..1_000 {
             call(&mut |r| drive(&mut keyed, r), i);
             call(&mut |r| drive(&mut single, r), i);
+            call(&mut |r| drive(&mut fallback, r), i);
         }
     });
     assert_eq!(n, 0);
