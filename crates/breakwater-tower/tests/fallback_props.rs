@@ -103,11 +103,13 @@ fn prefix() -> impl Strategy<Value = Prefix> {
     ]
 }
 
+type Reply = Result<Response<Full<Bytes>>, BoxError>;
+
 fn failing_backup() -> impl Service<
     Request<Full<Bytes>>,
     Response = Response<Full<Bytes>>,
     Error = BoxError,
-    Future = Ready<Result<Response<Full<Bytes>>, BoxError>>,
+    Future = Ready<Reply>,
 > + Clone {
     tower::service_fn(|_: Request<Full<Bytes>>| {
         ready(Err::<Response<Full<Bytes>>, BoxError>("backup down".into()))
