@@ -15,6 +15,7 @@ use crate::state::{
     CLOSED, DISABLED, FORCED_OPEN, HALF_OPEN, METRICS_ONLY, OPEN, State, Trigger, generation_of,
     pack, state_of,
 };
+use crate::stats::{DurationHistogram, Histogram, TransitionCount};
 use crate::window::count::{CountWindow, Padded};
 use crate::window::time::TimeWindow;
 use crate::window::{Call, Counts, Window};
@@ -200,6 +201,8 @@ struct Lifetime {
     last_failure: AtomicU64,
     last_success: AtomicU64,
     opened_at: AtomicU64,
+    /// Durations of timed calls.
+    durations: Histogram,
 }
 
 /// State guarded by the transition lock.
@@ -208,6 +211,8 @@ struct Control {
     config: Config,
     /// Consecutive openings since the breaker last closed (drives the backoff).
     open_attempts: u32,
+    /// Transitions by (from, to, trigger), since creation or the last reset.
+    transitions: Vec<TransitionCount>,
 }
 
 pub(crate) struct Inner {
@@ -308,6 +313,7 @@ impl CircuitBreaker {
             control: Mutex::new(Control {
                 config,
                 open_attempts: 0,
+                transitions: Vec::new(),
             }),
             created_at,
             me: me.clone(),
@@ -482,6 +488,8 @@ impl CircuitBreaker {
         ] {
             c.store(0, Ordering::Relaxed);
         }
+        l.durations.reset();
+        ctl.transitions.clear();
         inner.emit(EventKind::Reset);
     }
 
@@ -549,6 +557,18 @@ impl CircuitBreaker {
     /// Everything about the breaker now: state, lifetime counters, the window's view, config.
     pub fn snapshot(&self) -> Snapshot {
         self.inner.snapshot()
+    }
+
+    /// Transitions made, by (from, to, trigger), since creation or the last reset (which is
+    /// itself counted afterwards only if it moved the breaker).
+    pub fn transition_counts(&self) -> Vec<TransitionCount> {
+        self.inner.lock().transitions.clone()
+    }
+
+    /// Durations of the calls this breaker timed (under a slow-call policy, or recorded with a
+    /// duration), since creation or the last reset.
+    pub fn duration_histogram(&self) -> DurationHistogram {
+        self.inner.life.0.durations.snapshot()
     }
 
     /// Bytes this breaker owns (its struct and its window), excluding its name.
@@ -708,6 +728,7 @@ impl Inner {
         let hot = &self.hot.0;
         let l = &self.life.0;
         let from = state_of(cur);
+        count_transition(&mut ctl.transitions, from, to, trigger);
         let generation = generation_of(cur) + 1;
         let now = self.clock.nanos();
         match to {
@@ -851,7 +872,10 @@ impl Inner {
             None => None,
         };
         let slow = match duration {
-            Some(d) => d > self.hot.0.tuning.slow_nanos.load(Ordering::Relaxed),
+            Some(d) => {
+                self.life.0.durations.observe(d);
+                d > self.hot.0.tuning.slow_nanos.load(Ordering::Relaxed)
+            }
             None => false,
         };
         let call = Call::new(failed, slow);
@@ -1274,3 +1298,19 @@ macro_rules! permit_methods {
 
 permit_methods!(Permit<'_>);
 permit_methods!(OwnedPermit);
+
+fn count_transition(counts: &mut Vec<TransitionCount>, from: u64, to: u64, trigger: Trigger) {
+    let (from, to) = (State::from_code(from), State::from_code(to));
+    match counts
+        .iter_mut()
+        .find(|c| c.from == from && c.to == to && c.trigger == trigger)
+    {
+        Some(c) => c.count += 1,
+        None => counts.push(TransitionCount {
+            from,
+            to,
+            trigger,
+            count: 1,
+        }),
+    }
+}

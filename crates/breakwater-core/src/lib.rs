@@ -60,6 +60,7 @@ pub mod event;
 mod registry;
 mod snapshot;
 mod state;
+mod stats;
 mod window;
 
 pub use backoff::WaitInOpen;
@@ -73,3 +74,4 @@ pub use registry::{
 };
 pub use snapshot::{Snapshot, WindowSnapshot};
 pub use state::{State, Trigger};
+pub use stats::{DURATION_BUCKETS, DurationHistogram, TransitionCount};

@@ -669,3 +669,43 @@ fn owned_permits_release_their_handle_when_recorded_or_dropped() {
     }
     assert_eq!(cb.handles(), 1);
 }
+
+#[test]
+fn transitions_and_timed_durations_are_counted_until_a_reset() {
+    let (cb, clock) = breaker(
+        Config::builder()
+            .no_failure_rate_threshold()
+            .consecutive_failures(2)
+            .slow_call_rate_threshold(100.0)
+            .slow_call_duration_threshold(SEC)
+            .permitted_calls_in_half_open(1)
+            .wait_in_open(10 * SEC),
+    );
+    let p = cb.try_acquire().unwrap();
+    clock.advance(3 * MS);
+    p.failure();
+    fail(&cb);
+    clock.advance(11 * SEC);
+    fail(&cb); // HALF_OPEN probe fails: OPEN again
+    let counts = cb.transition_counts();
+    let count = |from, to, trigger| {
+        counts
+            .iter()
+            .find(|c| c.from == from && c.to == to && c.trigger == trigger)
+            .map_or(0, |c| c.count)
+    };
+    assert_eq!(
+        count(State::Closed, State::Open, Trigger::ConsecutiveFailures),
+        1
+    );
+    assert_eq!(count(State::Open, State::HalfOpen, Trigger::Timer), 1);
+    assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 3);
+    let h = cb.duration_histogram();
+    assert_eq!(h.count, 3, "every call was timed");
+    assert_eq!(h.cumulative[0], 3, "all within 5 ms");
+    assert_eq!(h.sum, 3 * MS);
+
+    cb.reset();
+    assert!(cb.transition_counts().is_empty());
+    assert_eq!(cb.duration_histogram().count, 0);
+}
