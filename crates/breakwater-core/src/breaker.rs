@@ -428,6 +428,12 @@ impl CircuitBreaker {
     /// no-op that succeeds; an illegal move (HALF_OPEN from CLOSED or METRICS_ONLY, OPEN from
     /// METRICS_ONLY) is an error.
     pub fn transition_to(&self, to: State) -> Result<(), TransitionError> {
+        self.transition_to_by(to, Trigger::Manual)
+    }
+
+    /// As [`transition_to`](Self::transition_to), naming what asked for it (e.g.
+    /// [`Trigger::Probe`] for a health probe feeding the breaker).
+    pub fn transition_to_by(&self, to: State, trigger: Trigger) -> Result<(), TransitionError> {
         let mut ctl = self.inner.lock();
         let cur = self.inner.hot.0.state.load(Ordering::Acquire);
         let from = State::from_code(state_of(cur));
@@ -437,8 +443,7 @@ impl CircuitBreaker {
         if !from.can_transition_to(to) {
             return Err(TransitionError { from, to });
         }
-        self.inner
-            .enter(&mut ctl, cur, to.code(), Trigger::Manual, None);
+        self.inner.enter(&mut ctl, cur, to.code(), trigger, None);
         Ok(())
     }
 

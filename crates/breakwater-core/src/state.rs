@@ -137,7 +137,8 @@ pub enum Trigger {
     ConsecutiveFailures,
     /// A wait ran out (OPEN to HALF_OPEN, or the max wait in HALF_OPEN).
     Timer,
-    /// The half-open probes decided.
+    /// Probes decided: the half-open trial calls, or an active health probe feeding the
+    /// breaker.
     Probe,
     /// An operator or the program asked for it.
     Manual,

@@ -13,6 +13,8 @@ pub mod circuit_breaker;
 pub mod classify;
 mod error;
 pub mod fallback;
+#[cfg(feature = "health")]
+pub mod health;
 pub mod result;
 
 #[cfg(feature = "axum")]
