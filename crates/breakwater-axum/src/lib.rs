@@ -3,4 +3,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod alerts;
+pub mod config_patch;
+mod error;
+mod ops;
 pub mod prometheus;
+
+pub use alerts::{Alert, AlertBook, AlertStatus};
+pub use error::ApiError;
+pub use ops::{DEFAULT_BODY_LIMIT, OpsApi, metrics_json};

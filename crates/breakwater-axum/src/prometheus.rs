@@ -1,1 +1,239 @@
 //! Prometheus text exposition of a registry.
+//!
+//! The names are the OpenTelemetry → Prometheus translation of Breakwater's instruments, so a
+//! scrape of `/metrics` and an OTLP push give the same series. Every series carries
+//! `circuit_breaker_name`; state names are snake_case (`closed`, `half_open`, …).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `resilience_circuit_breaker_state` | gauge, 1 for the current state | `circuit_breaker_state` |
+//! | `resilience_circuit_breaker_calls_total` | counter | `circuit_breaker_outcome` = `success`, `failure`, `ignored`, `rejected` |
+//! | `resilience_circuit_breaker_slow_calls_total` | counter | |
+//! | `resilience_circuit_breaker_failure_ratio` | gauge 0..1, absent while unknown | |
+//! | `resilience_circuit_breaker_slow_call_ratio` | gauge 0..1, absent while unknown | |
+//! | `resilience_circuit_breaker_buffered_calls` | gauge | |
+//! | `resilience_circuit_breaker_transitions_total` | counter | `from_state`, `to_state`, `trigger` |
+//! | `resilience_circuit_breaker_call_duration_seconds` | histogram of timed calls | |
+//!
+//! Counters count from the breaker's creation or its last manual reset.
+
+use breakwater_core::{DURATION_BUCKETS, Registry, Snapshot, State};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+/// The media type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+const STATES: [State; 6] = [
+    State::Closed,
+    State::Open,
+    State::HalfOpen,
+    State::ForcedOpen,
+    State::Disabled,
+    State::MetricsOnly,
+];
+
+/// The label value of a state.
+pub fn state_label(state: State) -> &'static str {
+    match state {
+        State::Closed => "closed",
+        State::Open => "open",
+        State::HalfOpen => "half_open",
+        State::ForcedOpen => "forced_open",
+        State::Disabled => "disabled",
+        State::MetricsOnly => "metrics_only",
+    }
+}
+
+/// A `prometheus-client` collector reading a breaker registry at scrape time: register it in
+/// a `prometheus_client::registry::Registry` of your own to serve these series beside others.
+#[derive(Debug, Clone)]
+pub struct RegistryCollector {
+    registry: Registry,
+}
+
+impl RegistryCollector {
+    /// A collector over `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        Self {
+            registry: registry.clone(),
+        }
+    }
+}
+
+const NAME: &str = "circuit_breaker_name";
+
+struct Breaker {
+    snapshot: Snapshot,
+    transitions: Vec<breakwater_core::TransitionCount>,
+    durations: breakwater_core::DurationHistogram,
+}
+
+impl Collector for RegistryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // One consistent read per breaker per scrape.
+        let breakers: Vec<Breaker> = self
+            .registry
+            .breakers()
+            .iter()
+            .map(|b| Breaker {
+                snapshot: b.snapshot(),
+                transitions: b.transition_counts(),
+                durations: b.duration_histogram(),
+            })
+            .collect();
+
+        let mut family = encoder.encode_descriptor(
+            "resilience_circuit_breaker_state",
+            "The breaker's state: 1 for the current one, 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for b in &breakers {
+            let name = b.snapshot.name.as_str();
+            for state in STATES {
+                let labels = [(NAME, name), ("circuit_breaker_state", state_label(state))];
+                let value = i64::from(state == b.snapshot.state);
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "resilience_circuit_breaker_calls",
+            "Calls by outcome; rejected calls were not permitted by the breaker.",
+            None,
+            MetricType::Counter,
+        )?;
+        for b in &breakers {
+            let s = &b.snapshot;
+            for (outcome, n) in [
+                ("success", s.successes),
+                ("failure", s.failures),
+                ("ignored", s.ignored_calls),
+                ("rejected", s.not_permitted_calls),
+            ] {
+                let labels = [
+                    (NAME, s.name.as_str()),
+                    ("circuit_breaker_outcome", outcome),
+                ];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "resilience_circuit_breaker_slow_calls",
+            "Calls slower than the slow-call threshold.",
+            None,
+            MetricType::Counter,
+        )?;
+        for b in &breakers {
+            let labels = [(NAME, b.snapshot.name.as_str())];
+            ConstCounter::new(b.snapshot.slow_calls).encode(family.encode_family(&labels)?)?;
+        }
+
+        for (metric, help, rate) in [
+            (
+                "resilience_circuit_breaker_failure_ratio",
+                "The window's failure rate, 0..1 (absent while fewer than the minimum calls).",
+                (|s: &Snapshot| s.failure_rate) as fn(&Snapshot) -> Option<f64>,
+            ),
+            (
+                "resilience_circuit_breaker_slow_call_ratio",
+                "The window's slow-call rate, 0..1 (absent while fewer than the minimum calls).",
+                |s: &Snapshot| s.slow_call_rate,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+            for b in &breakers {
+                if let Some(r) = rate(&b.snapshot) {
+                    let labels = [(NAME, b.snapshot.name.as_str())];
+                    ConstGauge::new(r).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "resilience_circuit_breaker_buffered_calls",
+            "Calls in the sliding window.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for b in &breakers {
+            let labels = [(NAME, b.snapshot.name.as_str())];
+            let n = i64::try_from(b.snapshot.buffered_calls).unwrap_or(i64::MAX);
+            ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "resilience_circuit_breaker_transitions",
+            "State transitions, by from and to state and what triggered them.",
+            None,
+            MetricType::Counter,
+        )?;
+        for b in &breakers {
+            for t in &b.transitions {
+                let labels = [
+                    (NAME, b.snapshot.name.as_str()),
+                    ("from_state", state_label(t.from)),
+                    ("to_state", state_label(t.to)),
+                    ("trigger", t.trigger.as_str()),
+                ];
+                ConstCounter::new(t.count).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "resilience_circuit_breaker_call_duration",
+            "Durations of the calls the breaker timed (under a slow-call policy).",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for b in &breakers {
+            let labels = [(NAME, b.snapshot.name.as_str())];
+            let h = &b.durations;
+            let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(DURATION_BUCKETS.len() + 1);
+            let mut previous = 0;
+            for (bound, cumulative) in DURATION_BUCKETS.iter().zip(h.cumulative) {
+                // prometheus-client takes per-bucket counts and accumulates them.
+                buckets.push((*bound, cumulative - previous));
+                previous = cumulative;
+            }
+            buckets.push((f64::INFINITY, h.count - previous));
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.sum.as_secs_f64(),
+                    h.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole exposition of `registry` (OpenMetrics text, ending with `# EOF`).
+///
+/// ```
+/// use breakwater_core::Registry;
+///
+/// let registry = Registry::new();
+/// registry.breaker("db").try_acquire().unwrap().success();
+/// let text = breakwater_axum::prometheus::render(&registry);
+/// assert!(text.contains(
+///     "resilience_circuit_breaker_calls_total{circuit_breaker_name=\"db\",circuit_breaker_outcome=\"success\"} 1"
+/// ));
+/// ```
+pub fn render(registry: &Registry) -> String {
+    let mut prom = prometheus_client::registry::Registry::default();
+    prom.register_collector(Box::new(RegistryCollector::new(registry)));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &prom).is_err() {
+        out.clear();
+        out.push_str("# EOF\n");
+    }
+    out
+}

@@ -417,6 +417,11 @@ impl ConfigBuilder {
         self.config.max_wait_in_half_open = Some(d);
         self
     }
+    /// Stay in HALF_OPEN until the probes report (the default).
+    pub fn no_max_wait_in_half_open(mut self) -> Self {
+        self.config.max_wait_in_half_open = None;
+        self
+    }
     /// Where to go after `max_wait_in_half_open`: [`State::Open`] (default) or [`State::Closed`].
     pub fn state_after_max_wait_in_half_open(mut self, state: State) -> Self {
         self.config.state_after_max_wait_in_half_open = state;

@@ -133,14 +133,20 @@ where
         match self.project().kind.project() {
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             KindProj::Boxed { body } => body.poll_frame(cx),
-            KindProj::Inner { body, recorder } => {
-                let frame = ready!(body.poll_frame(cx));
+            KindProj::Inner { mut body, recorder } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
                 if recorder.is_some() {
                     match &frame {
                         Some(Ok(f)) => match f.data_ref() {
                             Some(data) => {
                                 if !recorder.as_mut().is_some_and(|r| r.keep(data)) {
                                     *recorder = None;
+                                } else if body.is_end_stream() {
+                                    // The last frame: a server that knows the length may not
+                                    // poll again.
+                                    if let Some(r) = recorder.take() {
+                                        r.commit();
+                                    }
                                 }
                             }
                             // Trailers end the stream.
