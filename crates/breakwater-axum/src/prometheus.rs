@@ -13,7 +13,7 @@
 //! | `resilience_circuit_breaker_slow_call_ratio` | gauge 0..1, absent while unknown | |
 //! | `resilience_circuit_breaker_buffered_calls` | gauge | |
 //! | `resilience_circuit_breaker_transitions_total` | counter | `from_state`, `to_state`, `trigger` |
-//! | `resilience_circuit_breaker_call_duration_seconds` | histogram of timed calls | |
+//! | `resilience_circuit_breaker_call_duration_seconds` | histogram of timed calls (absent until one) | |
 //!
 //! Counters count from the breaker's creation or its last manual reset.
 
@@ -191,7 +191,7 @@ impl Collector for RegistryCollector {
             Some(&prometheus_client::registry::Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for b in &breakers {
+        for b in breakers.iter().filter(|b| b.durations.count > 0) {
             let labels = [(NAME, b.snapshot.name.as_str())];
             let h = &b.durations;
             let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(DURATION_BUCKETS.len() + 1);
