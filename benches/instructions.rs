@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Each `run_*` function makes 100,000 calls; divide its inclusive count by 100,000.
-//! `run_map_response_only` is a layer that only changes the response body type, for scale.
+//! `run_map_response_only` is a layer that only changes the response body type, for scale;
+//! `run_*body*` and `run_fallback_and_breaker` send requests with an `Empty` body.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -71,6 +72,31 @@ macro_rules! u64_runs {
 }
 
 http_runs!(run_bare_service, run_layer_single, run_map_response_only);
+
+/// As `http_runs!`, with an `Empty` request body (the fallback layer needs a `Body`).
+macro_rules! body_runs {
+    ($($name:ident),*) => {$(
+        #[inline(never)]
+        fn $name<S, B>(svc: &mut S)
+        where
+            S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
+        {
+            let mut cx = Context::from_waker(Waker::noop());
+            for _ in 0..CALLS {
+                if svc.poll_ready(&mut cx).is_ready() {
+                    let mut fut = pin!(svc.call(Request::new(Empty::new())));
+                    black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+                }
+            }
+        }
+    )*};
+}
+
+body_runs!(
+    run_bare_body_service,
+    run_breaker_body,
+    run_fallback_and_breaker
+);
 u64_runs!(run_bare_u64_service, run_result_breaker);
 
 #[inline(never)]
@@ -113,4 +139,16 @@ fn main() {
     let mut result = breakwater_tower::ResultBreakerLayer::new(cb.clone()).layer(plain);
     run_result_breaker(&mut result);
     run_engine_owned_permit(&cb);
+
+    let inner_body = tower::service_fn(|_req: Request<Empty<Bytes>>| {
+        std::future::ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())))
+    });
+    let mut bare_body = inner_body;
+    run_bare_body_service(&mut bare_body);
+    let mut breaker_body = CircuitBreakerLayer::new(cb.clone()).layer(inner_body);
+    run_breaker_body(&mut breaker_body);
+    let mut fallback = breakwater_tower::FallbackLayer::new()
+        .fixed(Response::new("[]"))
+        .layer(CircuitBreakerLayer::new(cb.clone()).layer(inner_body));
+    run_fallback_and_breaker(&mut fallback);
 }

@@ -62,6 +62,7 @@ impl<S: std::fmt::Debug, R: std::fmt::Debug> std::fmt::Debug for FallbackService
 impl<S, R> FallbackService<S, R> {
     define_inner_service_accessors!();
 
+    #[inline]
     fn poll_inner<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>>
     where
         S: Service<Req>,
@@ -74,13 +75,17 @@ impl<S, R> FallbackService<S, R> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             // Ready to answer: the call gets a fallback (or the error's answer).
-            Poll::Ready(Err(e)) => {
-                self.not_ready = Some(e.into());
-                Poll::Ready(Ok(()))
-            }
+            Poll::Ready(Err(e)) => self.store_not_ready(e.into()),
         }
     }
 
+    #[cold]
+    fn store_not_ready(&mut self, e: BoxError) -> Poll<Result<(), Infallible>> {
+        self.not_ready = Some(e);
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
     fn ctx(&self, saved: Option<Box<Saved>>, grpc: bool) -> Ctx {
         Ctx {
             shared: self.shared.clone(),
@@ -108,7 +113,7 @@ fn prepare<B: Body>(
     req: Request<B>,
     replay: Option<Result<Bytes, NoReplay>>,
 ) -> (Request<B>, Option<Box<Saved>>) {
-    if !shared.keep_parts && shared.stale.is_none() {
+    if !shared.saves() {
         return (req, None);
     }
     let (parts, body) = req.into_parts();
@@ -148,6 +153,10 @@ where
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let grpc = is_grpc(&req);
+        if self.not_ready.is_none() && !self.shared.saves() {
+            // The common case: nothing to keep, the request goes straight in.
+            return ResponseFuture::new(self.inner.call(req), self.ctx(None, grpc));
+        }
         let (req, saved) = prepare(&self.shared, req, None);
         if let Some(e) = self.not_ready.take() {
             return ResponseFuture::not_ready(e, self.ctx(saved, grpc));

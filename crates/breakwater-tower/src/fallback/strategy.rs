@@ -369,6 +369,12 @@ impl Shared {
         status.as_u16() < 400 || (!self.on_timeouts && self.failed_responses.is_none())
     }
 
+    /// Whether calls keep anything for the strategies (the request's head, a cache key).
+    #[inline]
+    pub(crate) fn saves(&self) -> bool {
+        self.keep_parts || self.stale.is_some()
+    }
+
     pub(crate) fn has_backup(&self) -> bool {
         self.strategies
             .iter()
