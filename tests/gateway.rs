@@ -279,6 +279,27 @@ async fn gateway_end_to_end() {
         ),
         1.0
     );
+    // Every circuit of the JSON, every counter, agrees (no calls in between).
+    let metrics = http.get("/v1/circuit-breaker/metrics").await.json();
+    let circuits = metrics["circuits"].as_object().unwrap();
+    assert!(circuits.len() >= 8, "{circuits:?}");
+    for (name, c) in circuits {
+        for (outcome, field) in [
+            ("success", "successes"),
+            ("failure", "failures"),
+            ("rejected", "notPermittedCalls"),
+        ] {
+            let series = format!(
+                "resilience_circuit_breaker_calls_total{{circuit_breaker_name=\"{name}\",circuit_breaker_outcome=\"{outcome}\"}}"
+            );
+            assert_eq!(sample(&series), c[field].as_f64().unwrap(), "{series}");
+        }
+        let state = c["state"].as_str().unwrap().to_ascii_lowercase();
+        let series = format!(
+            "resilience_circuit_breaker_state{{circuit_breaker_name=\"{name}\",circuit_breaker_state=\"{state}\"}}"
+        );
+        assert_eq!(sample(&series), 1.0, "{series}");
+    }
 
     // Reset: a token is needed; with it the breaker is CLOSED again.
     let r = http
