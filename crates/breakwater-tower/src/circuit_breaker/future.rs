@@ -39,7 +39,7 @@ pin_project! {
 }
 
 impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn called(
         future: F,
         classifier: C,

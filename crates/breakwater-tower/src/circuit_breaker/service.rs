@@ -81,7 +81,7 @@ where
         self.inner.poll_ready(cx).map_err(|e| O::error(e).0)
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let acquired = match self.ready.take() {
             Some(acquired) => *acquired,

@@ -47,7 +47,7 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(future: F, ctx: Ctx) -> Self {
         Self {
             state: State::Primary {

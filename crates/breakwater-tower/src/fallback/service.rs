@@ -150,7 +150,7 @@ where
         self.poll_inner::<Request<ReqBody>>(cx)
     }
 
-    #[inline]
+    #[inline(always)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let grpc = is_grpc(&req);
         if self.not_ready.is_none() && !self.shared.saves() {
