@@ -259,6 +259,35 @@ fn find(registry: &Registry, name: &str) -> Result<CircuitBreaker, ApiError> {
     )))
 }
 
+/// A request body that is empty or JSON (action routes ignore its content).
+struct JsonOrEmpty(Option<Value>);
+
+/// A request body that must be a JSON object (config changes).
+struct JsonObject(Map<String, Value>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonOrEmpty {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = <Bytes as axum::extract::FromRequest<S>>::from_request(
+            Request::from_parts(parts.clone(), body),
+            state,
+        )
+        .await;
+        json_body(&parts.headers, bytes).map(JsonOrEmpty)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let JsonOrEmpty(body) = JsonOrEmpty::from_request(req, state).await?;
+        object(body).map(JsonObject)
+    }
+}
+
 /// A body that must be JSON (or empty): `None` when empty.
 fn json_body(
     headers: &HeaderMap,
@@ -541,22 +570,13 @@ async fn health_ready(AxState(ops): AxState<Shared>, method: Method) -> Response
 
 // ----- write routes -----
 
-/// Checks the body of an action route: empty or JSON.
-fn action_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<(), ApiError> {
-    json_body(headers, body).map(|_| ())
-}
-
 macro_rules! action {
     ($name:ident, $action:literal, |$b:ident| $body:expr) => {
         async fn $name(
             AxState(ops): AxState<Shared>,
             Name(name): Name,
-            headers: HeaderMap,
-            body: Result<Bytes, BytesRejection>,
+            _body: JsonOrEmpty,
         ) -> Response {
-            if let Err(e) = action_body(&headers, body) {
-                return e.into_response();
-            }
             write_action(&ops, &name, $action, |$b| {
                 $body;
                 Ok(())
@@ -578,14 +598,7 @@ action!(release, "release", |b| {
     }
 });
 
-async fn reset_all(
-    AxState(ops): AxState<Shared>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    if let Err(e) = action_body(&headers, body) {
-        return e.into_response();
-    }
+async fn reset_all(AxState(ops): AxState<Shared>, _body: JsonOrEmpty) -> Response {
     let mut circuits = Vec::new();
     for b in ops.registry.breakers() {
         let previous = b.state();
@@ -610,13 +623,8 @@ async fn reset_all(
 async fn config(
     AxState(ops): AxState<Shared>,
     Name(name): Name,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonObject(patch): JsonObject,
 ) -> Response {
-    let patch = match json_body(&headers, body).and_then(object) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     write_action(&ops, &name, "config", |b| {
         let config = config_patch::apply(&b.config(), &patch)?;
         b.update_config(config)
@@ -627,12 +635,8 @@ async fn config(
 async fn resolve_alert(
     AxState(ops): AxState<Shared>,
     Name(id): Name,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    _body: JsonOrEmpty,
 ) -> Response {
-    if let Err(e) = action_body(&headers, body) {
-        return e.into_response();
-    }
     let Some(alert) = id.parse().ok().and_then(|id| ops.alerts.resolve(id)) else {
         return ApiError::not_found(format!("no alert with id `{id}`")).into_response();
     };
@@ -643,13 +647,8 @@ async fn resolve_alert(
 async fn probe_config(
     AxState(ops): AxState<Shared>,
     Name(name): Name,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonObject(patch): JsonObject,
 ) -> Response {
-    let patch = match json_body(&headers, body).and_then(object) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
     let Some(probe) = ops.health.probe(&name) else {
         return ApiError::not_found(format!("no probe named `{name}`")).into_response();
     };
