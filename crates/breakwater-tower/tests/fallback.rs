@@ -635,3 +635,44 @@ where
 {
     tokio_stream::iter(items)
 }
+
+#[tokio::test]
+async fn a_server_side_stale_cache_keeps_answers_of_known_length() {
+    // A server that knows the body's length stops polling it after the last byte: the answer
+    // must be kept all the same.
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = down.clone();
+    let cache = StaleCache::new();
+    let app = Router::new()
+        .route(
+            "/items",
+            get(move || {
+                let down = flag.load(Ordering::SeqCst);
+                async move {
+                    if down {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "down")
+                    } else {
+                        (StatusCode::OK, "[1,2,3]")
+                    }
+                }
+            }),
+        )
+        .layer(
+            FallbackLayer::new()
+                .on_failed_responses()
+                .stale_if_error(cache.clone()),
+        );
+    let addr = serve(app).await;
+    let client = body_client();
+    let url = format!("http://{addr}/items");
+    let res = client.get(url.parse().unwrap()).await.unwrap();
+    assert_eq!(res.headers()[header::CONTENT_LENGTH], "7");
+    assert_eq!(text(res).await, "[1,2,3]");
+    assert_eq!(cache.len(), 1);
+
+    down.store(true, Ordering::SeqCst);
+    let res = client.get(url.parse().unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, X_FALLBACK).as_deref(), Some("stale"));
+    assert_eq!(text(res).await, "[1,2,3]");
+}
