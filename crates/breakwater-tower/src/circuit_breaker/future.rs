@@ -85,7 +85,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B, C::ClassifyEos>>, O::Error>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Rejected { open, grpc } => {
