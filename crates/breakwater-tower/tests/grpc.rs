@@ -303,3 +303,31 @@ async fn a_server_that_stops_serving_opens_the_client_breaker() {
     let s = server.snapshot();
     assert_eq!(s.not_permitted_calls, 3);
 }
+
+#[tokio::test]
+async fn a_fallback_gives_tonic_clients_unavailable_when_the_circuit_is_open() {
+    let down = Arc::new(AtomicBool::new(false));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = health_server(down, hits.clone()).await;
+    let cb = CircuitBreaker::new("health", config());
+    let svc = ServiceBuilder::new()
+        .layer(breakwater_tower::FallbackLayer::new())
+        .layer(
+            CircuitBreakerLayer::new(cb.clone())
+                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
+        )
+        .service(channel(addr).await);
+    let mut client = HealthClient::new(svc);
+    client.check(check("svc")).await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    cb.force_open();
+    let status = client.check(check("svc")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("circuit `health`"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the server was not called");
+}
