@@ -1,7 +1,9 @@
 //! The fallback layer's closed-path cost, and the ops API's cost, in one run:
 //!
 //! - `fallback`: an HTTP `tower::Service` that answers at once, bare, behind
-//!   `CircuitBreakerLayer`, and behind `FallbackLayer` (fixed answer) + `CircuitBreakerLayer`.
+//!   `CircuitBreakerLayer`, and behind `FallbackLayer` (fixed answer) + `CircuitBreakerLayer`;
+//!   once with a future that holds the ready response (`std::future::Ready`), once (`lazy_`)
+//!   with one that makes it when polled.
 //! - `ops`: `/v1/circuit-breaker/metrics` and `/metrics` over 10,000 breakers, through the
 //!   router (in process).
 //! - `scrape`: the breaker layer's hot path while the other core is idle, scrapes `/metrics`
@@ -55,6 +57,13 @@ fn inner() -> impl Service<
     tower::service_fn(|_req: Request<Body>| std::future::ready(Ok(Response::new(Empty::new()))))
 }
 
+/// The same service, its future making the response when polled (as most services' futures do:
+/// hyper's and axum's hold a pointer, not the response).
+fn lazy_inner() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone
+{
+    tower::service_fn(|_req: Request<Body>| async { Ok(Response::new(Empty::new())) })
+}
+
 fn config() -> Config {
     Config::builder()
         .failure_rate_threshold(50.0)
@@ -74,6 +83,17 @@ fn fallback(c: &mut Criterion) {
         .fixed(Response::new("[]"))
         .layer(CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(inner()));
     g.bench_function("fallback_and_breaker", |b| {
+        b.iter(|| black_box(drive(&mut both)))
+    });
+    let mut bare = lazy_inner();
+    g.bench_function("lazy_bare_service", |b| b.iter(|| black_box(drive(&mut bare))));
+    let mut breaker =
+        CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(lazy_inner());
+    g.bench_function("lazy_breaker", |b| b.iter(|| black_box(drive(&mut breaker))));
+    let mut both = FallbackLayer::new().fixed(Response::new("[]")).layer(
+        CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(lazy_inner()),
+    );
+    g.bench_function("lazy_fallback_and_breaker", |b| {
         b.iter(|| black_box(drive(&mut both)))
     });
     g.finish();
