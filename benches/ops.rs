@@ -86,10 +86,14 @@ fn fallback(c: &mut Criterion) {
         b.iter(|| black_box(drive(&mut both)))
     });
     let mut bare = lazy_inner();
-    g.bench_function("lazy_bare_service", |b| b.iter(|| black_box(drive(&mut bare))));
+    g.bench_function("lazy_bare_service", |b| {
+        b.iter(|| black_box(drive(&mut bare)))
+    });
     let mut breaker =
         CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(lazy_inner());
-    g.bench_function("lazy_breaker", |b| b.iter(|| black_box(drive(&mut breaker))));
+    g.bench_function("lazy_breaker", |b| {
+        b.iter(|| black_box(drive(&mut breaker)))
+    });
     let mut both = FallbackLayer::new().fixed(Response::new("[]")).layer(
         CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(lazy_inner()),
     );

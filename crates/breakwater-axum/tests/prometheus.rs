@@ -12,6 +12,9 @@ use breakwater_core::{
 // ---------------------------------------------------------------------------------------------
 // A strict reader of the text format.
 
+/// A series' labels other than `le`, in the order written.
+type Labels = Vec<(String, String)>;
+
 #[derive(Debug, Clone)]
 struct Sample {
     name: String,
@@ -278,7 +281,7 @@ impl Exposition {
     fn check_histograms(&self) {
         for family in self.families.iter().filter(|f| f.kind == "histogram") {
             let bucket = format!("{}_bucket", family.name);
-            let mut series: HashMap<Vec<(String, String)>, Vec<(f64, f64)>> = HashMap::new();
+            let mut series: HashMap<Labels, Vec<(f64, f64)>> = HashMap::new();
             for s in self.samples.iter().filter(|s| s.name == bucket) {
                 let le = s.label("le").unwrap();
                 let le = parse_value(le).unwrap_or_else(|| panic!("bad le {le:?}"));
