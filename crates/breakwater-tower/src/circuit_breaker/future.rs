@@ -117,7 +117,7 @@ where
 
 /// Records the outcome of a response whose outcome is known at its head, or hands back the
 /// tracker that will record it at the end of the body.
-#[inline]
+#[inline(always)]
 fn settle<C: ClassifyResponse, B>(
     permit: OwnedPermit,
     classifier: C,

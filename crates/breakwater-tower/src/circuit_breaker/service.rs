@@ -69,7 +69,7 @@ where
     type Error = O::Error;
     type Future = ResponseFuture<S::Future, M::Classifier, O>;
 
-    #[inline]
+    #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.ready.is_none() {
             self.ready = self.source.acquire_early().map(Box::new);
