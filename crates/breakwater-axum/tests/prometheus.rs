@@ -1,7 +1,7 @@
 //! The Prometheus/OpenMetrics text of a registry, read back by a strict parser.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use breakwater_axum::prometheus::{CONTENT_TYPE, RegistryCollector, render};
 use breakwater_core::{
@@ -353,6 +353,23 @@ fn registry() -> (Registry, ManualClock) {
     (Registry::builder().clock(clock.clone()).build(), clock)
 }
 
+/// What [`RegistryCollector`] writes through prometheus-client's own label encoders (and
+/// escaping), in a registry of its own.
+fn collected(registry: &Registry) -> String {
+    let mut prom = prometheus_client::registry::Registry::default();
+    prom.register_collector(Box::new(RegistryCollector::new(registry)));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &prom).unwrap();
+    text
+}
+
+/// Renders `registry`, checks the text is exactly what the collector writes, and reads it.
+fn scrape(registry: &Registry) -> Exposition {
+    let text = render(registry);
+    assert_eq!(text, collected(registry));
+    parse(&text)
+}
+
 fn outcomes(b: &CircuitBreaker, successes: u32, failures: u32, ignored: u32) {
     for _ in 0..successes {
         b.try_acquire().unwrap().success();
@@ -463,7 +480,7 @@ fn check_against_breakers(e: &Exposition, registry: &Registry) {
 fn families_are_declared_with_their_types() {
     let (registry, _clock) = registry();
     registry.breaker("db");
-    let e = parse(&render(&registry));
+    let e = scrape(&registry);
     let declared: Vec<(&str, &str)> = e
         .families
         .iter()
@@ -492,7 +509,7 @@ fn families_are_declared_with_their_types() {
 #[test]
 fn empty_registry_renders_descriptors_only() {
     let (registry, _clock) = registry();
-    let e = parse(&render(&registry));
+    let e = scrape(&registry);
     assert!(e.samples.is_empty());
     assert_eq!(e.families.len(), 8);
 }
@@ -524,6 +541,7 @@ fn counters_states_and_transitions_follow_the_breakers() {
     outcomes(&metrics, 0, 7, 0);
 
     let text = render(&registry);
+    assert_eq!(text, collected(&registry));
     let e = parse(&text);
     check_against_breakers(&e, &registry);
 
@@ -605,7 +623,7 @@ fn transitions_accumulate_over_a_trip_and_recovery() {
         b.try_acquire().unwrap().success();
         assert_eq!(b.state(), State::Closed);
     }
-    let e = parse(&render(&registry));
+    let e = scrape(&registry);
     check_against_breakers(&e, &registry);
     let t = |from: &str, to: &str| {
         e.find(
@@ -632,14 +650,14 @@ fn ratios_appear_once_the_window_is_judged() {
         .unwrap();
     let b = registry.breaker_with("rated", config);
     outcomes(&b, 2, 1, 0);
-    let e = parse(&render(&registry));
+    let e = scrape(&registry);
     assert_eq!(b.snapshot().failure_rate, None);
     assert_eq!(e.get(FAILURE_RATIO, &[(NAME, "rated")]), None);
     assert_eq!(e.get(SLOW_RATIO, &[(NAME, "rated")]), None);
     assert_eq!(e.value(BUFFERED, &[(NAME, "rated")]), 3.0);
 
     outcomes(&b, 1, 0, 0);
-    let e = parse(&render(&registry));
+    let e = scrape(&registry);
     check_against_breakers(&e, &registry);
     assert_eq!(e.value(FAILURE_RATIO, &[(NAME, "rated")]), 0.25);
     assert_eq!(
@@ -670,7 +688,7 @@ fn timed_calls_fill_the_duration_histogram() {
         }
     }
 
-    let e = parse(&render(&registry));
+    let e = scrape(&registry);
     check_against_breakers(&e, &registry);
 
     let bucket = format!("{DURATION}_bucket");
@@ -713,6 +731,7 @@ fn awkward_names_are_escaped() {
     outcomes(&registry.breaker("ünïcødé ✓ = , } {"), 1, 0, 0);
 
     let text = render(&registry);
+    assert_eq!(text, collected(&registry));
     let e = parse(&text);
     check_against_breakers(&e, &registry);
 
@@ -806,13 +825,10 @@ fn ten_thousand_breakers() {
         let b = registry.breaker(&format!("breaker-{i:05}"));
         b.try_acquire().unwrap().success();
     }
-    let started = Instant::now();
     let text = render(&registry);
-    let elapsed = started.elapsed();
-    eprintln!(
-        "rendered {N} breakers in {elapsed:?} ({} bytes)",
-        text.len()
-    );
+    let second = render(&registry);
+    assert_eq!(second, text, "nothing changed, same text");
+    assert_eq!(text, collected(&registry));
 
     // Per breaker: 6 states, 4 outcomes, slow calls, buffered calls (no rates, transitions or
     // timed calls); per family HELP and TYPE, the histogram's UNIT, and EOF.
@@ -836,4 +852,38 @@ fn ten_thousand_breakers() {
         .map(|s| s.value)
         .sum::<f64>();
     assert_eq!(closed, N as f64);
+}
+
+#[test]
+fn the_reader_rejects_malformed_text() {
+    const HEAD: &str = "# HELP x A counter.\n# TYPE x counter\n";
+    let good = format!("{HEAD}x_total{{a=\"b\\\"\\\\\\n\",c=\"d\"}} 1\n# EOF\n");
+    let e = parse(&good);
+    assert_eq!(e.samples[0].label("a"), Some("b\"\\\n"));
+    let bad = [
+        format!("{HEAD}x_total 1\n"),                      // no # EOF
+        format!("{HEAD}x_total 1\n# EOF\nx_total 2\n"),    // # EOF not last
+        format!("{HEAD}x_total{{a=\"b\"c\"}} 1\n# EOF\n"), // unescaped quote
+        format!("{HEAD}x_total{{a=\"b\\q\"}} 1\n# EOF\n"), // unknown escape
+        format!("{HEAD}x_total{{a=\"b\nc\"}} 1\n# EOF\n"), // raw newline
+        format!("{HEAD}x_total{{a-b=\"c\"}} 1\n# EOF\n"),  // bad label name
+        format!("{HEAD}x_total{{a=\"b\",}} 1\n# EOF\n"),   // trailing comma
+        format!("{HEAD}x_total{{a=b}} 1\n# EOF\n"),        // unquoted value
+        format!("{HEAD}x_total{{}} 1\n# EOF\n"),           // empty label set
+        format!("{HEAD}x_total  1\n# EOF\n"),              // two spaces
+        format!("{HEAD}x_total 1 2\n# EOF\n"),             // timestamp / junk
+        format!("{HEAD}x_total one\n# EOF\n"),             // not a number
+        format!("{HEAD}x 1\n# EOF\n"),                     // counter without _total
+        format!("{HEAD}y_total 1\n# EOF\n"),               // sample of another family
+        format!("{HEAD}x_total 1\nx_total 1\n# EOF\n"),    // series twice
+        format!("{HEAD}x_total 1.5\n# EOF\n"),             // fractional count
+        "1x 1\n# EOF\n".to_owned(),                        // bad name, no TYPE
+        "# TYPE x counter\nx_total 1\n# EOF\n".to_owned(), // TYPE without HELP
+        format!("{HEAD}# COMMENT x y\n# EOF\n"),           // unknown comment
+        format!("{HEAD}\nx_total 1\n# EOF\n"),             // empty line
+    ];
+    for text in bad {
+        let result = std::panic::catch_unwind(|| parse(&text));
+        assert!(result.is_err(), "accepted {text:?}");
+    }
 }
