@@ -27,15 +27,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 /// The media type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-const STATES: [State; 6] = [
-    State::Closed,
-    State::Open,
-    State::HalfOpen,
-    State::ForcedOpen,
-    State::Disabled,
-    State::MetricsOnly,
-];
-
 /// The label value of a state.
 pub fn state_label(state: State) -> &'static str {
     match state {
@@ -94,7 +85,7 @@ impl Collector for RegistryCollector {
         )?;
         for b in &breakers {
             let name = b.snapshot.name.as_str();
-            for state in STATES {
+            for state in State::ALL {
                 let labels = [(NAME, name), ("circuit_breaker_state", state_label(state))];
                 let value = i64::from(state == b.snapshot.state);
                 ConstGauge::new(value).encode(family.encode_family(&labels)?)?;

@@ -185,9 +185,7 @@ impl StaleCache {
             return false;
         }
         res.headers().get(super::X_FALLBACK).is_none()
-            && res
-                .body_size_hint_lower()
-                .is_none_or(|n| n <= self.inner.max_body_bytes as u64)
+            && content_length(res).is_none_or(|n| n <= self.inner.max_body_bytes as u64)
     }
 
     pub(crate) fn insert(
@@ -276,18 +274,12 @@ fn default_key(parts: &Parts) -> String {
     key
 }
 
-trait SizeHintExt {
-    fn body_size_hint_lower(&self) -> Option<u64>;
-}
-
-impl<B> SizeHintExt for Response<B> {
-    /// The declared `Content-Length`, if any.
-    fn body_size_hint_lower(&self) -> Option<u64> {
-        self.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-    }
+/// The declared `Content-Length`, if any.
+fn content_length<B>(res: &Response<B>) -> Option<u64> {
+    res.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Builds a [`StaleCache`]; see there.

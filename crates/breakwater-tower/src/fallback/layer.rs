@@ -6,12 +6,14 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
+use http_body_util::BodyExt;
+use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::cache::StaleCache;
 use super::service::{FallbackService, NoBodyReplay, ReplayBodies};
-use super::strategy::{self, Failure, FallbackStats, Fixed, Shared, Strategy};
+use super::strategy::{Failure, FallbackStats, Fixed, Shared, Strategy};
 use crate::classify::HttpFailures;
 use crate::error::BoxError;
 
@@ -156,7 +158,10 @@ impl<R> FallbackLayer<R> {
     where
         F: Fn(&Parts, &Failure) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.strategies.push(strategy::function(f));
+        self.strategies
+            .push(Strategy::Function(Arc::new(move |parts, failure| {
+                Box::pin(std::future::ready(f(parts, failure)))
+            })));
         self
     }
 
@@ -166,7 +171,10 @@ impl<R> FallbackLayer<R> {
         F: Fn(&Parts, &Failure) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Bytes>> + Send + 'static,
     {
-        self.strategies.push(strategy::async_function(f));
+        self.strategies
+            .push(Strategy::Function(Arc::new(move |parts, failure| {
+                Box::pin(f(parts, failure))
+            })));
         self
     }
 
@@ -191,7 +199,13 @@ impl<R> FallbackLayer<R> {
         RB: Body<Data = Bytes> + Send + 'static,
         RB::Error: Into<BoxError>,
     {
-        self.strategies.push(strategy::backup(service));
+        let service = tower::ServiceBuilder::new()
+            .map_request(|req: Request<Bytes>| req.map(B::from))
+            .map_response(|res: Response<RB>| res.map(|b| b.map_err(Into::into).boxed_unsync()))
+            .map_err(Into::into)
+            .service(service);
+        self.strategies
+            .push(Strategy::Backup(BoxCloneSyncService::new(service)));
         self
     }
 

@@ -10,11 +10,8 @@ use breakwater_core::{EventKind, Registry};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body::Body;
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::{BoxCloneSyncService, ServiceExt};
-use tower_service::Service;
 
 use super::body::FallbackBody;
 use super::cache::StaleCache;
@@ -211,41 +208,6 @@ impl Fixed {
         *res.headers_mut() = self.headers.clone();
         res
     }
-}
-
-pub(crate) fn function<F>(f: F) -> Strategy
-where
-    F: Fn(&Parts, &Failure) -> Response<Bytes> + Send + Sync + 'static,
-{
-    Strategy::Function(Arc::new(move |parts, failure| {
-        let res = f(parts, failure);
-        Box::pin(std::future::ready(res))
-    }))
-}
-
-pub(crate) fn async_function<F, Fut>(f: F) -> Strategy
-where
-    F: Fn(&Parts, &Failure) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Bytes>> + Send + 'static,
-{
-    Strategy::Function(Arc::new(move |parts, failure| Box::pin(f(parts, failure))))
-}
-
-pub(crate) fn backup<S, B, RB>(service: S) -> Strategy
-where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: From<Bytes> + 'static,
-    RB: Body<Data = Bytes> + Send + 'static,
-    RB::Error: Into<BoxError>,
-{
-    let service = tower::ServiceBuilder::new()
-        .map_request(|req: Request<Bytes>| req.map(B::from))
-        .map_response(|res: Response<RB>| res.map(|b| b.map_err(Into::into).boxed_unsync()))
-        .map_err(Into::into)
-        .service(service);
-    Strategy::Backup(BoxCloneSyncService::new(service))
 }
 
 /// Uses of each strategy, counted per layer; clones share them.
