@@ -370,7 +370,7 @@ impl CircuitBreaker {
 
     /// Like [`try_acquire`](Self::try_acquire), but the permit owns a handle to the breaker
     /// (for futures that must be `'static`).
-    #[inline]
+    #[inline(always)]
     pub fn try_acquire_owned(&self) -> Result<OwnedPermit, CallNotPermitted> {
         let (word, started) = self.inner.acquire()?;
         Ok(OwnedPermit {
@@ -1094,11 +1094,16 @@ impl Inner {
     }
 
     /// A permit dropped without an outcome: gives a half-open permit back, counts nothing.
-    #[inline]
+    #[inline(always)]
     fn release(&self, word: u64) {
-        if state_of(word) != HALF_OPEN {
-            return;
+        if state_of(word) == HALF_OPEN {
+            self.release_half_open(word);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release_half_open(&self, word: u64) {
         let generation = generation_of(word);
         let mut cur = self.half_open.0.load(Ordering::Acquire);
         while ho_tag_matches(cur, generation) && ho_get(cur, HO_ISSUED) > 0 {
@@ -1251,7 +1256,7 @@ macro_rules! permit_methods {
             }
 
             /// Records `outcome`, timing the call if the breaker times calls.
-            #[inline]
+            #[inline(always)]
             pub fn record(mut self, outcome: Outcome) {
                 self.inner.record(self.word, self.started, outcome, None);
                 self.word = RECORDED;
@@ -1283,7 +1288,7 @@ macro_rules! permit_methods {
         }
 
         impl Drop for $ty {
-            #[inline]
+            #[inline(always)]
             fn drop(&mut self) {
                 self.inner.release(self.word);
             }

@@ -31,6 +31,8 @@ pub struct CircuitOpen {
 }
 
 impl CircuitOpen {
+    #[cold]
+    #[inline(never)]
     pub(crate) fn new(breaker: &CircuitBreaker, rejected: CallNotPermitted) -> Self {
         Self {
             name: breaker.shared_name().clone(),

@@ -29,14 +29,14 @@ pub struct Single(pub(crate) CircuitBreaker);
 impl sealed::Sealed for Single {}
 
 impl<B> BreakerSource<B> for Single {
-    #[inline]
+    #[inline(always)]
     fn acquire(&mut self, _req: &Request<B>) -> Result<OwnedPermit, CircuitOpen> {
         self.0
             .try_acquire_owned()
             .map_err(|r| CircuitOpen::new(&self.0, r))
     }
 
-    #[inline]
+    #[inline(always)]
     fn acquire_early(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
         // While calls flow freely, the permit is taken in `call` (one load here).
         if self.0.state().allows_calls() {

@@ -87,7 +87,7 @@ where
 {
     type Output = Result<Response<FallbackBody<B>>, Infallible>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let verdict = match self.as_mut().project().state.project() {
