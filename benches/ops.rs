@@ -3,7 +3,8 @@
 //! - `fallback`: an HTTP `tower::Service` that answers at once, bare, behind
 //!   `CircuitBreakerLayer`, and behind `FallbackLayer` (fixed answer) + `CircuitBreakerLayer`;
 //!   once with a future that holds the ready response (`std::future::Ready`), once (`lazy_`)
-//!   with one that makes it when polled.
+//!   with one that makes it when polled; then the first three again in alternating rounds
+//!   (medians printed: `fallback interleaved: …`).
 //! - `ops`: `/v1/circuit-breaker/metrics` and `/metrics` over 10,000 breakers, through the
 //!   router (in process).
 //! - `scrape`: the breaker layer's hot path while the other core is idle, scrapes `/metrics`
@@ -30,6 +31,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use tower::{Layer, Service, ServiceExt};
+
+#[path = "support/interleaved.rs"]
+mod support;
 
 type Body = Empty<Bytes>;
 
@@ -101,6 +105,34 @@ fn fallback(c: &mut Criterion) {
         b.iter(|| black_box(drive(&mut both)))
     });
     g.finish();
+
+    let mut bare = inner();
+    let mut breaker =
+        CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(inner());
+    let mut both = FallbackLayer::new()
+        .fixed(Response::new("[]"))
+        .layer(CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(inner()));
+    support::interleaved(
+        "fallback",
+        20_000,
+        &mut [
+            ("bare_service", &mut |n| {
+                for _ in 0..n {
+                    black_box(drive(&mut bare));
+                }
+            }),
+            ("breaker", &mut |n| {
+                for _ in 0..n {
+                    black_box(drive(&mut breaker));
+                }
+            }),
+            ("fallback_and_breaker", &mut |n| {
+                for _ in 0..n {
+                    black_box(drive(&mut both));
+                }
+            }),
+        ],
+    );
 }
 
 /// A registry of `n` breakers with some history each.

@@ -1,6 +1,8 @@
 //! The tower layer against the bare service, in one run: per-service breaker, keyed breakers
 //! with 1, 1,000 and 100,000 live keys, tower-resilience's layer, and HTTP end to end over
-//! loopback (hyper client → axum server) with and without the layer on both sides.
+//! loopback (hyper client → axum server) with and without the layer on both sides. The bare
+//! service, the body-mapping layer, the per-service breaker and tower-resilience are also run in
+//! alternating rounds, and so is the HTTP pair; their medians are printed (`… interleaved: …`).
 //!
 //! Run with `cargo bench --bench tower`.
 
@@ -23,6 +25,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+#[path = "support/interleaved.rs"]
+mod support;
 
 /// Polls a service once, with a no-op waker: enough for services that answer at once.
 fn drive<S, B>(svc: &mut S, uri: &Uri) -> bool
@@ -121,6 +126,33 @@ fn layer(c: &mut Criterion) {
         b.iter(|| black_box(drive(&mut tr, &uri)))
     });
     g.finish();
+
+    support::interleaved(
+        "layer",
+        20_000,
+        &mut [
+            ("bare_service", &mut |n| {
+                for _ in 0..n {
+                    black_box(drive(&mut bare, &uri));
+                }
+            }),
+            ("map_response_body_only", &mut |n| {
+                for _ in 0..n {
+                    black_box(drive(&mut mapped, &uri));
+                }
+            }),
+            ("breakwater_single", &mut |n| {
+                for _ in 0..n {
+                    black_box(drive(&mut single, &uri));
+                }
+            }),
+            ("tower_resilience", &mut |n| {
+                for _ in 0..n {
+                    black_box(drive(&mut tr, &uri));
+                }
+            }),
+        ],
+    );
 }
 
 async fn serve(app: Router) -> SocketAddr {
