@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use breakwater::{CircuitBreaker, Config, Registry};
+use breakwater::{CircuitBreaker, Registry};
 use breakwater_axum::OpsApi;
 use breakwater_tower::CircuitBreakerLayer;
 use breakwater_tower::fallback::FallbackLayer;
@@ -32,8 +32,10 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 use tower::{Layer, Service, ServiceExt};
 
-#[path = "support/interleaved.rs"]
+#[path = "support/mod.rs"]
 mod support;
+
+use support::config;
 
 type Body = Empty<Bytes>;
 
@@ -66,14 +68,6 @@ fn inner() -> impl Service<
 fn lazy_inner() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone
 {
     tower::service_fn(|_req: Request<Body>| async { Ok(Response::new(Empty::new())) })
-}
-
-fn config() -> Config {
-    Config::builder()
-        .failure_rate_threshold(50.0)
-        .minimum_number_of_calls(100)
-        .build()
-        .unwrap()
 }
 
 fn fallback(c: &mut Criterion) {

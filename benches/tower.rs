@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use breakwater::{CircuitBreaker, Config, FamilyOptions, Registry};
+use breakwater::{CircuitBreaker, FamilyOptions, Registry};
 use breakwater_tower::CircuitBreakerLayer;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -26,8 +26,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-#[path = "support/interleaved.rs"]
+#[path = "support/mod.rs"]
 mod support;
+
+use support::config;
 
 /// Polls a service once, with a no-op waker: enough for services that answer at once.
 fn drive<S, B>(svc: &mut S, uri: &Uri) -> bool
@@ -53,14 +55,6 @@ fn inner() -> impl Service<
     Future = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>,
 > + Clone {
     tower::service_fn(|_req: Request<()>| std::future::ready(Ok(Response::new(Empty::new()))))
-}
-
-fn config() -> Config {
-    Config::builder()
-        .failure_rate_threshold(50.0)
-        .minimum_number_of_calls(100)
-        .build()
-        .unwrap()
 }
 
 fn path_key(req: &Request<()>, buf: &mut String) {

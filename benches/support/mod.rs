@@ -1,8 +1,20 @@
-//! Rows measured in alternating rounds. Criterion runs its rows one after another, and on a
-//! shared machine they drift apart (the same row has moved by a third between runs); rounds of
-//! each row, taken in turn, see the same machine, so their medians compare fairly.
+//! What the tower and ops benches share: the breaker configuration, and rows measured in
+//! alternating rounds. Criterion runs its rows one after another, and on a shared machine they
+//! drift apart (the same row has moved by a third between runs); rounds of each row, taken in
+//! turn, see the same machine, so their medians compare fairly.
 
 use std::time::Instant;
+
+use breakwater::Config;
+
+/// The breakers' configuration: failure rate 50 % over the last 100 calls.
+pub(crate) fn config() -> Config {
+    Config::builder()
+        .failure_rate_threshold(50.0)
+        .minimum_number_of_calls(100)
+        .build()
+        .unwrap()
+}
 
 /// Rounds per row; odd, so the median is one round.
 const ROUNDS: usize = 31;
