@@ -12,10 +12,15 @@ use axum::routing::get;
 use breakwater_core::{
     CircuitBreaker, Config, FamilyOptions, ManualClock, Registry, SlidingWindow, State,
 };
-use breakwater_tower::{BoxError, CircuitBreakerLayer, CircuitOpen, MethodAndRoute, RawPath};
+use breakwater_tower::circuit_breaker::Single;
+use breakwater_tower::{
+    BoxError, CircuitBreakerLayer, CircuitBreakerService, CircuitOpen, ErrorOnOpen, HttpFailures,
+    MethodAndRoute, RawPath,
+};
 use http::StatusCode;
 use support::*;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::classify::SharedClassifier;
 
 fn probe_config() -> Config {
     Config::builder()
@@ -28,6 +33,22 @@ fn probe_config() -> Config {
         .unwrap()
 }
 
+/// A flaky upstream, and a client with one breaker (on a manual clock) in front of it.
+async fn guarded_client() -> (
+    Upstream,
+    ManualClock,
+    CircuitBreaker,
+    CircuitBreakerService<HttpClient, Single, SharedClassifier<HttpFailures>, ErrorOnOpen>,
+) {
+    let up = Upstream::start().await;
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("upstream", probe_config(), clock.clone());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()))
+        .service(client());
+    (up, clock, cb, svc)
+}
+
 fn open_error(e: &BoxError) -> &CircuitOpen {
     e.downcast_ref::<CircuitOpen>()
         .unwrap_or_else(|| panic!("not CircuitOpen: {e}"))
@@ -35,12 +56,7 @@ fn open_error(e: &BoxError) -> &CircuitOpen {
 
 #[tokio::test]
 async fn client_breaker_opens_rejects_without_io_probes_and_recovers() {
-    let up = Upstream::start().await;
-    let clock = ManualClock::new();
-    let cb = CircuitBreaker::with_clock("upstream", probe_config(), clock.clone());
-    let svc = ServiceBuilder::new()
-        .layer(CircuitBreakerLayer::new(cb.clone()))
-        .service(client());
+    let (up, clock, cb, svc) = guarded_client().await;
 
     // Three 500s open it.
     up.set_mode(FAIL);
@@ -106,6 +122,58 @@ async fn client_breaker_opens_rejects_without_io_probes_and_recovers() {
     let res = svc.clone().oneshot(request(&up.url("/x"))).await.unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(cb.state(), State::Open);
+}
+
+/// `s`, once `poll_ready` has said it is ready.
+async fn ready<S>(mut s: S) -> S
+where
+    S: Service<http::Request<http_body_util::Empty<bytes::Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    std::future::poll_fn(|cx| s.poll_ready(cx)).await.unwrap();
+    s
+}
+
+/// One breaker for the service: `poll_ready` takes the next call's permit once the inner service
+/// is ready, and a clone dropped unused gives it back.
+#[tokio::test]
+async fn readiness_holds_the_next_calls_permit() {
+    let (up, clock, cb, svc) = guarded_client().await;
+
+    // Made ready, dropped without a call: nothing counted.
+    drop(ready(svc.clone()).await);
+    assert_eq!(cb.snapshot().total_requests, 0);
+
+    // A call made without `poll_ready` (against tower's contract) is still judged.
+    up.set_mode(FAIL);
+    let res = svc.clone().call(request(&up.url("/x"))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(cb.snapshot().failures, 1);
+    for _ in 0..2 {
+        let mut s = ready(svc.clone()).await;
+        let _ = s.call(request(&up.url("/x"))).await.unwrap();
+    }
+    assert_eq!(cb.state(), State::Open);
+    assert_eq!(up.hits(), 3);
+
+    // HALF_OPEN with two probes: two ready clones hold them, a third is refused.
+    clock.advance(Duration::from_secs(11));
+    let first = ready(svc.clone()).await;
+    let mut second = ready(svc.clone()).await;
+    let mut third = ready(svc.clone()).await;
+    let e = third.call(request(&up.url("/x"))).await.unwrap_err();
+    assert_eq!(open_error(&e).state(), State::HalfOpen);
+
+    // The first is dropped unused: its probe goes to the next ready clone.
+    drop(first);
+    up.set_mode(OK);
+    let mut fourth = ready(svc.clone()).await;
+    for s in [&mut second, &mut fourth] {
+        let res = s.call(request(&up.url("/x"))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(cb.state(), State::Closed);
+    assert_eq!(up.hits(), 5);
 }
 
 #[tokio::test]

@@ -20,6 +20,14 @@ pub trait BreakerSource<B>: sealed::Sealed + Clone {
     fn acquire_early(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
         None
     }
+
+    /// In `poll_ready`, once the inner service is ready: the next call's permit, when the breaker
+    /// does not depend on the request (then `call` hands the request straight on).
+    #[doc(hidden)]
+    #[inline(always)]
+    fn acquire_ready(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
+        None
+    }
 }
 
 /// One breaker for every request.
@@ -42,6 +50,15 @@ impl<B> BreakerSource<B> for Single {
         if self.0.state().allows_calls() {
             return None;
         }
+        Some(
+            self.0
+                .try_acquire_owned()
+                .map_err(|r| CircuitOpen::new(&self.0, r)),
+        )
+    }
+
+    #[inline(always)]
+    fn acquire_ready(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
         Some(
             self.0
                 .try_acquire_owned()

@@ -88,7 +88,8 @@ impl<S, K: Clone, M: Clone, O> Layer<S> for CircuitBreakerLayer<K, M, O> {
             source: self.source.clone(),
             make_classifier: self.make_classifier.clone(),
             measure_to_eos: self.measure_to_eos,
-            ready: None,
+            permit: None,
+            refused: None,
             _on_open: PhantomData,
         }
     }

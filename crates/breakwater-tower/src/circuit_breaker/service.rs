@@ -28,9 +28,11 @@ pub struct CircuitBreakerService<S, K, M, O> {
     pub(crate) source: K,
     pub(crate) make_classifier: M,
     pub(crate) measure_to_eos: bool,
-    /// Taken in `poll_ready` when the circuit is not closed, used by the next `call` (per clone:
-    /// readiness is not shared). Boxed so the closed path moves one word.
-    pub(crate) ready: Option<Box<Result<OwnedPermit, CircuitOpen>>>,
+    /// The next call's permit, taken in `poll_ready` (one breaker: always; per endpoint: when
+    /// the circuit is not closed). Per clone: readiness is not shared.
+    pub(crate) permit: Option<OwnedPermit>,
+    /// The next call's refusal, decided in `poll_ready`.
+    pub(crate) refused: Option<Box<CircuitOpen>>,
     pub(crate) _on_open: PhantomData<fn() -> O>,
 }
 
@@ -41,7 +43,8 @@ impl<S: Clone, K: Clone, M: Clone, O> Clone for CircuitBreakerService<S, K, M, O
             source: self.source.clone(),
             make_classifier: self.make_classifier.clone(),
             measure_to_eos: self.measure_to_eos,
-            ready: None,
+            permit: None,
+            refused: None,
             _on_open: PhantomData,
         }
     }
@@ -71,20 +74,58 @@ where
 
     #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.ready.is_none() {
-            self.ready = self.source.acquire_early().map(Box::new);
+        if self.permit.is_none() && self.refused.is_none() {
+            let early = self.source.acquire_early();
+            self.keep(early);
         }
-        if let Some(Err(_)) = self.ready.as_deref() {
+        if self.refused.is_some() {
             // Refused: ready at once, the call fails fast and the inner service is left alone.
             return Poll::Ready(Ok(()));
         }
-        self.inner.poll_ready(cx).map_err(|e| O::error(e).0)
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                if self.permit.is_none() {
+                    let ready = self.source.acquire_ready();
+                    self.keep(ready);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(O::error(e).0)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     #[inline(always)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let acquired = match self.ready.take() {
-            Some(acquired) => *acquired,
+        if self.permit.is_some() {
+            // Admitted in `poll_ready`: the request goes straight in, and the permit is taken
+            // only then.
+            let classifier = self.make_classifier.make_classifier(&req);
+            let future = self.inner.call(req);
+            let Some(permit) = self.permit.take() else {
+                unreachable!("checked above")
+            };
+            return ResponseFuture::called(future, classifier, permit, self.measure_to_eos);
+        }
+        self.call_unadmitted(req)
+    }
+}
+
+impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
+    /// A call `poll_ready` did not admit: refused there, or a breaker that depends on the
+    /// request.
+    #[inline(never)]
+    fn call_unadmitted<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, M::Classifier, O>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        K: BreakerSource<ReqBody>,
+        M: MakeClassifier,
+    {
+        let acquired = match self.refused.take() {
+            Some(open) => Err(*open),
             None => self.source.acquire(&req),
         };
         match acquired {
@@ -98,6 +139,18 @@ where
                 )
             }
             Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
+        }
+    }
+}
+
+impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
+    /// Keeps what `poll_ready` decided for the next call.
+    #[inline(always)]
+    fn keep(&mut self, acquired: Option<Result<OwnedPermit, CircuitOpen>>) {
+        match acquired {
+            Some(Ok(permit)) => self.permit = Some(permit),
+            Some(Err(open)) => self.refused = Some(Box::new(open)),
+            None => {}
         }
     }
 }
