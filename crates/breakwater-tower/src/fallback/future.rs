@@ -94,18 +94,20 @@ where
                 StateProj::Fallback { future } => return future.as_mut().poll(cx).map(Ok),
                 StateProj::Primary { future, ctx } => {
                     let result = ready!(future.poll(cx));
+                    // The common case: a good answer and nothing to record.
+                    if let Ok(res) = &result
+                        && ctx.as_ref().is_some_and(|c| {
+                            c.saved.is_none()
+                                && res.extensions().is_empty()
+                                && c.shared.passes_status(res.status())
+                        })
+                    {
+                        *ctx = None;
+                        return Poll::Ready(Ok(result
+                            .map(|res| res.map(FallbackBody::inner))
+                            .unwrap_or_else(|_| unreachable!("matched above"))));
+                    }
                     match result {
-                        // The common case: a good answer and nothing to record.
-                        Ok(res)
-                            if ctx.as_ref().is_some_and(|c| {
-                                c.saved.is_none()
-                                    && res.extensions().is_empty()
-                                    && c.shared.passes_status(res.status())
-                            }) =>
-                        {
-                            *ctx = None;
-                            return Poll::Ready(Ok(res.map(FallbackBody::inner)));
-                        }
                         Ok(res) => judge(res, ctx.take().expect("polled after completion")),
                         Err(e) => failed(e.into(), ctx.take().expect("polled after completion")),
                     }
