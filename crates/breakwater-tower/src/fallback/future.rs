@@ -102,7 +102,7 @@ where
                                 && c.shared.passes_status(res.status())
                         })
                     {
-                        // `ctx` goes with the future: dropping it here would cost a call on this path.
+                        // `ctx` goes with the future (dropped here, it would cost a call).
                         return Poll::Ready(Ok(result
                             .map(|res| res.map(FallbackBody::inner))
                             .unwrap_or_else(|_| unreachable!("matched above"))));
