@@ -17,7 +17,9 @@ use breakwater_core::OwnedPermit;
 ///
 /// With one breaker for the service, an open circuit makes the service ready at once (the call
 /// then fails fast) without waiting for the inner service's readiness, which a failing
-/// dependency may never give; in HALF_OPEN the probe permit is taken in `poll_ready`.
+/// dependency may never give; in HALF_OPEN the probe permit is taken in `poll_ready`, and in
+/// CLOSED the next call's permit is taken there once the inner service is ready (so `call`
+/// hands the request straight on). A ready clone dropped without a call gives its permit back.
 /// Per-endpoint breakers depend on the request, so they are consulted in `call`.
 ///
 /// See [`CircuitBreakerLayer`](super::CircuitBreakerLayer) for how to build one.
