@@ -1,8 +1,9 @@
 //! The tower layer against the bare service, in one run: per-service breaker, keyed breakers
 //! with 1, 1,000 and 100,000 live keys, tower-resilience's layer, and HTTP end to end over
-//! loopback (hyper client → axum server) with and without the layer on both sides. The bare
+//! loopback (hyper client → axum server) with and without the layer on both sides (on the
+//! server by `Router::layer`, and in the interleaved rounds also around the router). The bare
 //! service, the body-mapping layer, the per-service breaker and tower-resilience are also run in
-//! alternating rounds, and so is the HTTP pair; their medians are printed (`… interleaved: …`).
+//! alternating rounds, and so are the HTTP rows; their medians are printed (`… interleaved: …`).
 //!
 //! Run with `cargo bench --bench tower`.
 
@@ -196,13 +197,29 @@ fn end_to_end(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (plain, guarded) = rt.block_on(async {
+    let (plain, guarded, around, noop) = rt.block_on(async {
         let app = || Router::new().route("/items", get(|| async { "[]" }));
         let plain = serve(app()).await;
+        // The layer as a route layer would be (`Router::layer`)...
         let server_breaker = CircuitBreaker::new("server", config());
-        let guarded =
-            serve(app().layer(CircuitBreakerLayer::new(server_breaker).respond_when_open())).await;
-        (plain, guarded)
+        let guarded = serve(app().layer(CircuitBreakerLayer::new(server_breaker).for_axum())).await;
+        // ...and around the whole router, served as it is.
+        let around_breaker = CircuitBreaker::new("around", config());
+        let wrapped = CircuitBreakerLayer::new(around_breaker)
+            .for_axum()
+            .layer(app());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let around = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let wrapped = axum::ServiceExt::<axum::extract::Request>::into_make_service(wrapped);
+            axum::serve(listener, wrapped).await.unwrap()
+        });
+        // For scale: axum's own cost of `Router::layer`, with a layer that does nothing.
+        let noop = serve(app().layer(tower::util::MapResponseLayer::new(
+            |res: Response<axum::body::Body>| res,
+        )))
+        .await;
+        (plain, guarded, around, noop)
     });
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let client_breaker = CircuitBreaker::new("client", config());
@@ -217,19 +234,34 @@ fn end_to_end(c: &mut Criterion) {
         b.iter_custom(|n| rt.block_on(load(n, guarded, layered.clone())))
     });
     // The two sequential benches above drift with the machine; alternate short rounds of each
-    // and compare medians to get the ratio.
-    let (mut without, mut with) = (Vec::new(), Vec::new());
-    for _ in 0..25 {
-        without.push(rt.block_on(load(2_000, plain, client.clone())));
-        with.push(rt.block_on(load(2_000, guarded, layered.clone())));
+    // (each round in a different order) and compare medians to get the ratios.
+    const ROUNDS: usize = 31;
+    const REQUESTS: u64 = 2_000;
+    let mut times = [const { Vec::new() }; 4];
+    for round in 0..ROUNDS {
+        for k in 0..4 {
+            let row = (round + k) % 4;
+            let took = match row {
+                0 => rt.block_on(load(REQUESTS, plain, client.clone())),
+                1 => rt.block_on(load(REQUESTS, guarded, layered.clone())),
+                2 => rt.block_on(load(REQUESTS, around, layered.clone())),
+                _ => rt.block_on(load(REQUESTS, noop, client.clone())),
+            };
+            times[row].push(took.as_secs_f64() * 1e6 / REQUESTS as f64);
+        }
     }
-    without.sort();
-    with.sort();
-    let ratio = with[12].as_secs_f64() / without[12].as_secs_f64();
+    let [without, with_route_layer, with_around, noop] = times.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[ROUNDS / 2]
+    });
     println!(
-        "http_end_to_end interleaved: median {:.2} µs/request with layers, {:.2} without, ratio {ratio:.3}",
-        with[12].as_secs_f64() * 1e6 / 2_000.0,
-        without[12].as_secs_f64() * 1e6 / 2_000.0,
+        "http_end_to_end interleaved: median {without:.2} µs/request without layers; with a client \
+         layer and the server's layer by Router::layer {with_route_layer:.2} (ratio {:.3}), \
+         around the router {with_around:.2} (ratio {:.3}); no breaker, a Router::layer that does \
+         nothing {noop:.2} (ratio {:.3})",
+        with_route_layer / without,
+        with_around / without,
+        noop / without,
     );
     g.finish();
 }

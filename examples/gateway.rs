@@ -289,7 +289,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         upstream: upstream.clone(),
     };
     let endpoint =
-        |f: &KeyedFamily| CircuitBreakerLayer::keyed(f.clone(), MethodAndRoute).respond_when_open();
+        |f: &KeyedFamily| CircuitBreakerLayer::keyed(f.clone(), MethodAndRoute).for_axum();
     let reads = Router::new()
         .route("/items", get(proxy))
         .route("/items/{id}", get(proxy))
@@ -305,7 +305,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         .merge(auths)
         .fallback_service(
             ServiceBuilder::new()
-                .layer(CircuitBreakerLayer::new(catch_all).respond_when_open())
+                .layer(CircuitBreakerLayer::new(catch_all).for_axum())
                 .service(axum::routing::any(proxy).with_state(proxy_state.clone())),
         )
         .layer(
@@ -317,7 +317,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
                         .on_failed_responses()
                         .stale_if_error(StaleCache::new()),
                 )
-                .layer(CircuitBreakerLayer::new(service.clone()).respond_when_open()),
+                .layer(CircuitBreakerLayer::new(service.clone()).for_axum()),
         )
         .with_state(proxy_state.clone());
 

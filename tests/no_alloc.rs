@@ -154,3 +154,55 @@ fn layer_on_a_known_key_allocates_nothing() {
     });
     assert_eq!(n, 0);
 }
+
+#[test]
+fn for_axum_hands_axum_its_own_body_unboxed() {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use axum::body::Body;
+    use axum::response::IntoResponse;
+    use breakwater_tower::CircuitBreakerLayer;
+    use tower::{Layer, Service};
+
+    // An axum handler's answer: a response with axum's `Body` (an empty one allocates nothing).
+    let inner = tower::service_fn(|_req: http::Request<()>| {
+        std::future::ready(Ok::<_, Infallible>(http::Response::new(Body::empty())))
+    });
+    let mut for_axum = CircuitBreakerLayer::new(CircuitBreaker::new("for_axum", config()))
+        .for_axum()
+        .layer(inner);
+    let mut respond = CircuitBreakerLayer::new(CircuitBreaker::new("respond", config()))
+        .respond_when_open()
+        .layer(inner);
+    fn drive<S, B>(svc: &mut S) -> http::Response<B>
+    where
+        S: Service<http::Request<()>, Response = http::Response<B>>,
+    {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let mut fut = pin!(svc.call(http::Request::new(())));
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(res)) => res,
+            _ => panic!("the inner service answers at once"),
+        }
+    }
+    drive(&mut for_axum);
+    drive(&mut respond);
+    // What axum does with each answer (`IntoResponse`): its own `Body` is kept as it is...
+    let kept = allocations_during(|| {
+        for _ in 0..1_000 {
+            drop(drive(&mut for_axum).into_response());
+        }
+    });
+    assert_eq!(kept, 0);
+    // ...and any other body is boxed, once per response.
+    let boxed = allocations_during(|| {
+        for _ in 0..1_000 {
+            drop(drive(&mut respond).into_response());
+        }
+    });
+    assert_eq!(boxed, 1_000);
+}

@@ -17,12 +17,12 @@ pub mod fallback;
 pub mod health;
 pub mod result;
 
-#[cfg(feature = "axum")]
-pub use circuit_breaker::MethodAndRoute;
 pub use circuit_breaker::{
     Authority, CircuitBreakerLayer, CircuitBreakerService, ErrorOnOpen, GrpcMethod, KeyFn, RawPath,
     RespondOnOpen, ResponseBody, ResponseFuture,
 };
+#[cfg(feature = "axum")]
+pub use circuit_breaker::{ForAxum, MethodAndRoute};
 pub use classify::{
     DEFAULT_GRPC_FAILURE_CODES, HttpFailureClass, HttpFailures, MakeClassifier, grpc_failures,
 };

@@ -331,3 +331,42 @@ async fn a_fallback_gives_tonic_clients_unavailable_when_the_circuit_is_open() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 1, "the server was not called");
 }
+
+#[tokio::test]
+async fn for_axum_watches_a_grpc_body_to_its_trailers() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    // An axum route answering like a gRPC server whose stream ends with INTERNAL: the outcome is
+    // only known at the trailers, so the body is watched (and boxed into axum's `Body`).
+    let cb = CircuitBreaker::with_clock("axum-grpc", config(), ManualClock::new());
+    let app = axum::Router::new()
+        .route(
+            "/grpc.health.v1.Health/Watch",
+            axum::routing::post(|| async {
+                http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .body(axum::body::Body::new(MessageThenTrailers {
+                        step: 0,
+                        status: "13",
+                    }))
+                    .unwrap()
+            }),
+        )
+        .layer(
+            CircuitBreakerLayer::new(cb.clone())
+                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
+                .for_axum(),
+        );
+    let req = http::Request::post("/grpc.health.v1.Health/Watch")
+        .header("content-type", "application/grpc")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = app.oneshot(req).await.unwrap();
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (0, 0));
+    let collected = res.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "13");
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (1, 0));
+}

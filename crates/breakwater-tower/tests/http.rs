@@ -33,6 +33,15 @@ fn probe_config() -> Config {
         .unwrap()
 }
 
+/// A service-level breaker: opens after five failures in a row.
+fn five_in_a_row() -> Config {
+    Config::builder()
+        .no_failure_rate_threshold()
+        .consecutive_failures(5)
+        .build()
+        .unwrap()
+}
+
 /// A flaky upstream, and a client with one breaker (on a manual clock) in front of it.
 async fn guarded_client() -> (
     Upstream,
@@ -431,14 +440,7 @@ async fn key_cap_holds_under_ten_thousand_distinct_paths() {
 async fn stacked_breakers_each_see_their_own_outcomes() {
     let clock = ManualClock::new();
     let registry = Registry::builder().clock(clock.clone()).build();
-    let service = registry.breaker_with(
-        "service",
-        Config::builder()
-            .no_failure_rate_threshold()
-            .consecutive_failures(5)
-            .build()
-            .unwrap(),
-    );
+    let service = registry.breaker_with("service", five_in_a_row());
     let app = failing_app(&registry, probe_config())
         .layer(CircuitBreakerLayer::new(service.clone()).respond_when_open());
 
@@ -494,4 +496,77 @@ async fn client_rejection_of_an_inner_breaker_is_ignored_by_the_outer_one() {
     assert_eq!(outer.state(), State::Closed);
     let s = outer.snapshot();
     assert_eq!((s.failures, s.ignored_calls), (3, 27));
+}
+
+#[tokio::test]
+async fn for_axum_layers_inside_and_around_a_router_over_tcp() {
+    // Endpoint breakers inside the router (`route_layer`), a service breaker around the whole
+    // router (served as it is, which `for_axum`'s axum `Response` allows).
+    let clock = ManualClock::new();
+    let registry = Registry::builder().clock(clock.clone()).build();
+    let endpoints = registry.family("endpoints", FamilyOptions::new(probe_config()));
+    let service = registry.breaker_with("service", five_in_a_row());
+    let router = Router::new()
+        .route("/items", get(|| async { "[]" }))
+        .route(
+            "/a",
+            get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "a is down") }),
+        )
+        .route_layer(CircuitBreakerLayer::keyed(endpoints, MethodAndRoute).for_axum());
+    let app = tower::Layer::layer(
+        &CircuitBreakerLayer::new(service.clone()).for_axum(),
+        router,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service(app),
+        )
+        .await
+        .unwrap()
+    });
+    let client = client();
+    let get = |path: &str| client.request(request(&format!("http://{addr}{path}")));
+
+    // The handler's body goes out as it is, its length known.
+    let res = get("/items").await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-length"], "2");
+    assert_eq!(body_bytes(res.into_body()).await, "[]");
+
+    // /a's breaker opens; its rejections are the endpoint's answer, not the service's failures.
+    for _ in 0..3 {
+        assert_eq!(
+            get("/a").await.unwrap().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    let res = get("/a").await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(v["circuit"], "endpoints:GET /a");
+    let s = service.snapshot();
+    assert_eq!((s.failures, s.successes, s.ignored_calls), (3, 1, 1));
+
+    // The service breaker open: the 503 contract, before the router is reached.
+    service.open_for(Duration::from_millis(2_500)).unwrap();
+    let res = get("/items").await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "3");
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let v: serde_json::Value = serde_json::from_slice(&body_bytes(res.into_body()).await).unwrap();
+    assert_eq!(
+        (v["code"].as_str(), v["circuit"].as_str()),
+        (Some("CIRCUIT_OPEN"), Some("service"))
+    );
+    assert_eq!(
+        registry
+            .get("endpoints:GET /items")
+            .unwrap()
+            .snapshot()
+            .total_requests,
+        1
+    );
 }

@@ -87,6 +87,19 @@ impl<B, C> ResponseBody<B, C> {
         }
     }
 
+    /// The inner body, when nothing watches it; otherwise `self` back.
+    #[cfg(feature = "axum")]
+    #[inline(always)]
+    pub(crate) fn into_untracked(self) -> Result<B, Self> {
+        match self.kind {
+            Kind::Inner {
+                body,
+                tracker: None,
+            } => Ok(body),
+            kind => Err(Self { kind }),
+        }
+    }
+
     pub(crate) fn full(data: Bytes) -> Self {
         Self {
             kind: Kind::Full {

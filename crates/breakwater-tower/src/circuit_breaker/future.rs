@@ -81,9 +81,9 @@ impl<F, C, O, B, E> Future for ResponseFuture<F, C, O>
 where
     F: Future<Output = Result<Response<B>, E>>,
     C: ClassifyResponse,
-    O: OnOpen<E>,
+    O: OnOpen<E, B, C::ClassifyEos>,
 {
-    type Output = Result<Response<ResponseBody<B, C::ClassifyEos>>, O::Error>;
+    type Output = Result<Response<O::Body>, O::Error>;
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -103,12 +103,16 @@ where
                 let classifier = classifier.take().expect("polled after completion");
                 let res = match result {
                     Ok(res) => res,
-                    Err(e) => return Poll::Ready(Err(failed::<O, E>(permit, e))),
+                    Err(e) => {
+                        return Poll::Ready(Err(failed::<O, E, B, C::ClassifyEos>(permit, e)));
+                    }
                 };
                 let tracker = settle(permit, classifier, &res, *measure_to_eos);
-                Poll::Ready(Ok(res.map(|b| match tracker {
-                    None => ResponseBody::inner(b),
-                    Some(t) => ResponseBody::tracked(b, t),
+                Poll::Ready(Ok(res.map(|b| {
+                    O::body(match tracker {
+                        None => ResponseBody::inner(b),
+                        Some(t) => ResponseBody::tracked(b, t),
+                    })
                 })))
             }
         }
@@ -166,7 +170,7 @@ fn settle<C: ClassifyResponse, B>(
 
 /// The inner service failed: a failure, unless it was an inner breaker's rejection.
 #[cold]
-fn failed<O: OnOpen<E>, E>(permit: OwnedPermit, e: E) -> O::Error {
+fn failed<O: OnOpen<E, B, C>, E, B, C>(permit: OwnedPermit, e: E) -> O::Error {
     let (error, inner_open) = O::error(e);
     if inner_open {
         permit.ignore();

@@ -61,8 +61,32 @@ impl<K, M, O> CircuitBreakerLayer<K, M, O> {
     }
 
     /// Server side: answer refused calls (503 JSON, or gRPC UNAVAILABLE) and keep the inner
-    /// error type.
+    /// error type. In an axum app, [`for_axum`](Self::for_axum) does the same without a second
+    /// box around each response body.
     pub fn respond_when_open(self) -> CircuitBreakerLayer<K, M, RespondOnOpen> {
+        self.on_open()
+    }
+
+    /// Server side in an axum app: as [`respond_when_open`](Self::respond_when_open), and the
+    /// responses have axum's own `Body`, so axum has no body of another type to box (see
+    /// [`ForAxum`](super::ForAxum)).
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use breakwater_core::{CircuitBreaker, Config};
+    /// use breakwater_tower::CircuitBreakerLayer;
+    ///
+    /// let breaker = CircuitBreaker::new("api", Config::default());
+    /// let app: Router = Router::new()
+    ///     .route("/items", get(|| async { "[]" }))
+    ///     .layer(CircuitBreakerLayer::new(breaker).for_axum());
+    /// ```
+    #[cfg(feature = "axum")]
+    pub fn for_axum(self) -> CircuitBreakerLayer<K, M, super::ForAxum> {
+        self.on_open()
+    }
+
+    fn on_open<O2>(self) -> CircuitBreakerLayer<K, M, O2> {
         CircuitBreakerLayer {
             source: self.source,
             make_classifier: self.make_classifier,

@@ -6,7 +6,8 @@
 //! - Server side ([`respond_when_open`](CircuitBreakerLayer::respond_when_open)): a refused call
 //!   gets 503 with `Retry-After` and the `CIRCUIT_OPEN` JSON body (gRPC: status UNAVAILABLE), and
 //!   the inner error type is kept, so it fits axum's `Router::layer` and tonic's
-//!   `Server::builder().layer`.
+//!   `Server::builder().layer`. In an axum app, [`for_axum`](CircuitBreakerLayer::for_axum)
+//!   answers the same way and gives axum its own `Body`, which axum then need not box again.
 //! - What fails is decided by a tower-http [`MakeClassifier`](crate::MakeClassifier):
 //!   [`HttpFailures`](crate::HttpFailures) by default (5xx), [`grpc_failures`](crate::grpc_failures)
 //!   for gRPC (status in headers, or in trailers when the stream ends; the body is watched and the
@@ -43,7 +44,7 @@
 //! let breaker = CircuitBreaker::new("api", Config::default());
 //! let app: Router = Router::new()
 //!     .route("/items", get(|| async { "[]" }))
-//!     .layer(CircuitBreakerLayer::new(breaker).respond_when_open());
+//!     .layer(CircuitBreakerLayer::new(breaker).for_axum());
 //! ```
 
 mod body;
@@ -59,6 +60,8 @@ pub use future::ResponseFuture;
 pub use keyed::MethodAndRoute;
 pub use keyed::{Authority, BreakerSource, GrpcMethod, KeyFn, Keyed, RawPath, Single};
 pub use layer::CircuitBreakerLayer;
+#[cfg(feature = "axum")]
+pub use on_open::ForAxum;
 pub use on_open::{ErrorOnOpen, OnOpen, RespondOnOpen};
 pub use service::CircuitBreakerService;
 pub(crate) use service::is_grpc;

@@ -7,21 +7,27 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// What the service returns when a circuit refuses a call: see [`ErrorOnOpen`] and
-/// [`RespondOnOpen`].
-pub trait OnOpen<E>: sealed::Sealed {
+/// What the service returns when a circuit refuses a call, and the body its responses have:
+/// see [`ErrorOnOpen`], [`RespondOnOpen`] and, with the `axum` feature, `ForAxum`.
+///
+/// `E` is the inner service's error, `B` its response body, `C` the end-of-stream classifier.
+pub trait OnOpen<E, B, C>: sealed::Sealed {
     /// The service's error type.
     type Error;
 
+    /// The service's response body type.
+    type Body;
+
     #[doc(hidden)]
-    fn rejected<B, C>(
-        open: CircuitOpen,
-        grpc: bool,
-    ) -> Result<Response<ResponseBody<B, C>>, Self::Error>;
+    fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, Self::Error>;
 
     /// Converts the inner service's error, and says whether it was an inner circuit's rejection.
     #[doc(hidden)]
     fn error(e: E) -> (Self::Error, bool);
+
+    /// The response body, from the inner service's body and what watches it.
+    #[doc(hidden)]
+    fn body(body: ResponseBody<B, C>) -> Self::Body;
 }
 
 /// Client side (the default): a refused call fails with [`CircuitOpen`] in a [`BoxError`], and
@@ -35,16 +41,27 @@ pub struct ErrorOnOpen;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RespondOnOpen;
 
+/// Server side in an axum app: as [`RespondOnOpen`], and the response body is axum's own
+/// [`Body`](axum_core::body::Body).
+///
+/// axum turns every other body type into its `Body` by boxing it, once per response; here a
+/// response whose outcome was settled at its head keeps the inner service's body as it is (with
+/// axum's `Body` inside, nothing is boxed), and only a body that must be watched to its end (gRPC
+/// trailers, or calls timed to the end of the body) is boxed.
+#[cfg(feature = "axum")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForAxum;
+
 impl sealed::Sealed for ErrorOnOpen {}
 impl sealed::Sealed for RespondOnOpen {}
+#[cfg(feature = "axum")]
+impl sealed::Sealed for ForAxum {}
 
-impl<E: Into<BoxError>> OnOpen<E> for ErrorOnOpen {
+impl<E: Into<BoxError>, B, C> OnOpen<E, B, C> for ErrorOnOpen {
     type Error = BoxError;
+    type Body = ResponseBody<B, C>;
 
-    fn rejected<B, C>(
-        open: CircuitOpen,
-        grpc: bool,
-    ) -> Result<Response<ResponseBody<B, C>>, BoxError> {
+    fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, BoxError> {
         #[cfg(feature = "grpc")]
         let open = if grpc { open.with_grpc_status() } else { open };
         let _ = grpc;
@@ -56,21 +73,63 @@ impl<E: Into<BoxError>> OnOpen<E> for ErrorOnOpen {
         let open = e.is::<CircuitOpen>();
         (e, open)
     }
+
+    #[inline(always)]
+    fn body(body: ResponseBody<B, C>) -> Self::Body {
+        body
+    }
 }
 
-impl<E> OnOpen<E> for RespondOnOpen {
-    type Error = E;
+/// The refusal's answer: 503 JSON, or gRPC UNAVAILABLE.
+fn refusal(open: &CircuitOpen, grpc: bool) -> Response<bytes::Bytes> {
+    if grpc {
+        open.grpc_response()
+    } else {
+        open.http_response()
+    }
+}
 
-    fn rejected<B, C>(open: CircuitOpen, grpc: bool) -> Result<Response<ResponseBody<B, C>>, E> {
-        let res = if grpc {
-            open.grpc_response()
-        } else {
-            open.http_response()
-        };
-        Ok(res.map(ResponseBody::full))
+impl<E, B, C> OnOpen<E, B, C> for RespondOnOpen {
+    type Error = E;
+    type Body = ResponseBody<B, C>;
+
+    fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, E> {
+        Ok(refusal(&open, grpc).map(ResponseBody::full))
     }
 
     fn error(e: E) -> (E, bool) {
         (e, false)
+    }
+
+    #[inline(always)]
+    fn body(body: ResponseBody<B, C>) -> Self::Body {
+        body
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<E, B, C> OnOpen<E, B, C> for ForAxum
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    C: tower_http::classify::ClassifyEos + Send + 'static,
+{
+    type Error = E;
+    type Body = axum_core::body::Body;
+
+    fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, E> {
+        Ok(refusal(&open, grpc).map(axum_core::body::Body::from))
+    }
+
+    fn error(e: E) -> (E, bool) {
+        (e, false)
+    }
+
+    #[inline(always)]
+    fn body(body: ResponseBody<B, C>) -> Self::Body {
+        match body.into_untracked() {
+            Ok(inner) => axum_core::body::Body::new(inner),
+            Err(watched) => axum_core::body::Body::new(watched),
+        }
     }
 }

@@ -6,7 +6,6 @@ use http::{Request, Response, header};
 use tower_http::classify::MakeClassifier;
 use tower_service::Service;
 
-use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::keyed::BreakerSource;
 use super::on_open::OnOpen;
@@ -68,9 +67,9 @@ where
     ResBody: http_body::Body<Data = Bytes>,
     K: BreakerSource<ReqBody>,
     M: MakeClassifier,
-    O: OnOpen<S::Error>,
+    O: OnOpen<S::Error, ResBody, M::ClassifyEos>,
 {
-    type Response = Response<ResponseBody<ResBody, M::ClassifyEos>>;
+    type Response = Response<O::Body>;
     type Error = O::Error;
     type Future = ResponseFuture<S::Future, M::Classifier, O>;
 
