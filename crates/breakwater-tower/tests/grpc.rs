@@ -370,3 +370,64 @@ async fn for_axum_watches_a_grpc_body_to_its_trailers() {
     let s = cb.snapshot();
     assert_eq!((s.failures, s.successes), (1, 0));
 }
+
+#[tokio::test]
+async fn per_method_breakers_on_both_sides_open_only_the_failing_method() {
+    use breakwater_core::{FamilyOptions, Registry};
+    use breakwater_tower::GrpcMethod;
+
+    const CHECK: &str = "/grpc.health.v1.Health/Check";
+    let registry = Registry::builder().clock(ManualClock::new()).build();
+    // Server: a breaker per gRPC method; Check's is forced open, so Check answers UNAVAILABLE.
+    let served = registry.family("server", FamilyOptions::new(config()));
+    served.get(CHECK).force_open();
+    let (reporter, health, listener, addr) = health_parts().await;
+    let layer = CircuitBreakerLayer::keyed(served.clone(), GrpcMethod)
+        .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
+        .respond_when_open();
+    tokio::spawn(async move {
+        let _reporter = reporter;
+        Server::builder()
+            .layer(layer)
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    // Client: a breaker per gRPC method too.
+    let calls = registry.family("client", FamilyOptions::new(config()));
+    let svc = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::keyed(calls.clone(), GrpcMethod)
+                .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES)),
+        )
+        .service(channel(addr).await);
+    let mut client = HealthClient::new(svc);
+
+    for _ in 0..3 {
+        let err = client.check(check("svc")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(
+            err.message()
+                .contains("`server:/grpc.health.v1.Health/Check`"),
+            "{err}"
+        );
+    }
+    assert_eq!(calls.get(CHECK).state(), State::Open);
+    let err = client.check(check("svc")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.message()
+            .contains("`client:/grpc.health.v1.Health/Check`"),
+        "{err}"
+    );
+    assert_eq!(served.get(CHECK).snapshot().not_permitted_calls, 3);
+
+    // Watch has breakers of its own on both sides, closed: it works.
+    let mut stream = client.watch(check("svc")).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let watch = "/grpc.health.v1.Health/Watch";
+    assert_eq!(calls.get(watch).state(), State::Closed);
+    assert_eq!(served.get(watch).state(), State::Closed);
+}

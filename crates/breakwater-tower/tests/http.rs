@@ -14,12 +14,12 @@ use breakwater_core::{
 };
 use breakwater_tower::circuit_breaker::Single;
 use breakwater_tower::{
-    BoxError, CircuitBreakerLayer, CircuitBreakerService, CircuitOpen, ErrorOnOpen, HttpFailures,
-    MethodAndRoute, RawPath,
+    Authority, BoxError, CircuitBreakerLayer, CircuitBreakerService, CircuitOpen, ErrorOnOpen,
+    HttpFailures, MethodAndRoute, RawPath,
 };
 use http::StatusCode;
 use support::*;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::classify::SharedClassifier;
 
 fn probe_config() -> Config {
@@ -513,10 +513,9 @@ async fn for_axum_layers_inside_and_around_a_router_over_tcp() {
             get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "a is down") }),
         )
         .route_layer(CircuitBreakerLayer::keyed(endpoints, MethodAndRoute).for_axum());
-    let app = tower::Layer::layer(
-        &CircuitBreakerLayer::new(service.clone()).for_axum(),
-        router,
-    );
+    let app = CircuitBreakerLayer::new(service.clone())
+        .for_axum()
+        .layer(router);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -569,4 +568,49 @@ async fn for_axum_layers_inside_and_around_a_router_over_tcp() {
             .total_requests,
         1
     );
+}
+
+#[tokio::test]
+async fn per_host_breakers_open_only_the_failing_upstream() {
+    // Two upstreams behind one client with a breaker per host (the URI's authority).
+    let (down, up) = (Upstream::start().await, Upstream::start().await);
+    down.set_mode(FAIL);
+    let registry = Registry::builder().clock(ManualClock::new()).build();
+    let hosts = registry.family("hosts", FamilyOptions::new(probe_config()));
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::keyed(hosts.clone(), Authority))
+        .service(client());
+    for _ in 0..3 {
+        let res = svc.clone().oneshot(request(&down.url("/x"))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let err = svc
+        .clone()
+        .oneshot(request(&down.url("/x")))
+        .await
+        .unwrap_err();
+    let open = err.downcast_ref::<CircuitOpen>().expect("a CircuitOpen");
+    assert_eq!(open.name(), format!("hosts:{}", down.addr));
+    assert_eq!(down.hits(), 3);
+    for _ in 0..5 {
+        let res = svc.clone().oneshot(request(&up.url("/y"))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    assert_eq!(up.hits(), 5);
+    let up_breaker = registry.get(&format!("hosts:{}", up.addr)).unwrap();
+    assert_eq!(up_breaker.state(), State::Closed);
+    assert_eq!(up_breaker.snapshot().successes, 5);
+    // A request without an authority in its URI is keyed by its Host header.
+    let mut req = request("/z");
+    req.headers_mut()
+        .insert(http::header::HOST, down.addr.to_string().parse().unwrap());
+    let mut keyed = CircuitBreakerLayer::keyed(hosts, Authority).layer(tower::service_fn(
+        |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        },
+    ));
+    let err = keyed.ready().await.unwrap().call(req).await.unwrap_err();
+    assert!(err.downcast_ref::<CircuitOpen>().is_some());
 }
