@@ -2,7 +2,7 @@ use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Method, Request, Response, header};
 use tower_http::classify::MakeClassifier;
 use tower_service::Service;
 
@@ -55,10 +55,16 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
     define_inner_service_accessors!();
 }
 
+/// Whether a request is a gRPC call (gRPC-Web included): always a POST, with an
+/// `application/grpc…` content type. The method is checked first: it is one comparison, and
+/// spares other requests the header lookup.
+#[inline(always)]
 pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    req.method() == Method::POST
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl<S, K, M, O, ReqBody, ResBody> Service<Request<ReqBody>> for CircuitBreakerService<S, K, M, O>
@@ -153,5 +159,31 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
             Some(Err(open)) => self.refused = Some(Box::new(open)),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method, content_type: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().method(method);
+        if let Some(ct) = content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn grpc_calls_are_posts_with_a_grpc_content_type() {
+        assert!(is_grpc(&req(Method::POST, Some("application/grpc"))));
+        assert!(is_grpc(&req(Method::POST, Some("application/grpc+proto"))));
+        assert!(is_grpc(&req(
+            Method::POST,
+            Some("application/grpc-web+proto")
+        )));
+        assert!(!is_grpc(&req(Method::POST, Some("application/json"))));
+        assert!(!is_grpc(&req(Method::POST, None)));
+        assert!(!is_grpc(&req(Method::GET, Some("application/grpc"))));
     }
 }
