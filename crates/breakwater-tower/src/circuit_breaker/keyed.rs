@@ -1,3 +1,5 @@
+use std::cell::Cell;
+
 use breakwater_core::{CircuitBreaker, KeyedFamily, OwnedPermit};
 use http::Request;
 
@@ -68,7 +70,9 @@ impl<B> BreakerSource<B> for Single {
 }
 
 /// One breaker per key of a [`KeyedFamily`]; the key is written by a [`KeyFn`] into a buffer
-/// the service reuses, so a known key costs no allocation.
+/// the service reuses, so a known key costs no allocation. A clone starts without a buffer and
+/// borrows one kept per thread, which it gives back when dropped: services cloned for every
+/// request (as axum's router and hyper's server clone them) allocate nothing either.
 #[derive(Debug)]
 pub struct Keyed<F> {
     pub(crate) family: KeyedFamily,
@@ -92,16 +96,42 @@ impl<F: Clone> Clone for Keyed<F> {
     }
 }
 
+impl<F> Drop for Keyed<F> {
+    fn drop(&mut self) {
+        if self.buf.capacity() != 0 {
+            let buf = std::mem::take(&mut self.buf);
+            // Gone only while the thread is exiting: then the buffer is simply freed.
+            let _ = KEY.try_with(|k| k.set(buf));
+        }
+    }
+}
+
 impl<F> sealed::Sealed for Keyed<F> {}
+
+/// A buffer grown past this is not kept (keys are short; a long attacker-chosen one should not
+/// stay in memory).
+const KEEP_KEY_BUFFER: usize = 4 * 1024;
+
+thread_local! {
+    /// A key buffer for the next keyed service on this thread that has none.
+    static KEY: Cell<String> = const { Cell::new(String::new()) };
+}
 
 impl<B, F: KeyFn<B>> BreakerSource<B> for Keyed<F> {
     #[inline]
     fn acquire(&mut self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen> {
+        if self.buf.capacity() == 0 {
+            self.buf = KEY.try_with(Cell::take).unwrap_or_default();
+        }
         self.buf.clear();
         self.key.key(req, &mut self.buf);
-        self.family.with(&self.buf, |b| {
+        let acquired = self.family.with(&self.buf, |b| {
             b.try_acquire_owned().map_err(|r| CircuitOpen::new(b, r))
-        })
+        });
+        if self.buf.capacity() > KEEP_KEY_BUFFER {
+            self.buf = String::new();
+        }
+        acquired
     }
 }
 
@@ -181,5 +211,45 @@ impl<B> KeyFn<B> for MethodAndRoute {
             Some(p) => buf.push_str(p.as_str()),
             None => buf.push_str("<unmatched>"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use breakwater_core::{Config, FamilyOptions, Registry};
+
+    use super::*;
+
+    fn keyed() -> Keyed<fn(&Request<()>, &mut String)> {
+        let family = Registry::new().family("t", FamilyOptions::new(Config::default()));
+        Keyed::new(family, |req: &Request<()>, buf: &mut String| {
+            buf.push_str(req.uri().path())
+        })
+    }
+
+    fn request(path: &str) -> Request<()> {
+        Request::get(path).body(()).unwrap()
+    }
+
+    #[test]
+    fn a_dropped_clone_lends_its_buffer_to_the_next() {
+        let mut first = keyed().clone();
+        first.acquire(&request("/a")).unwrap().success();
+        let ptr = first.buf.as_ptr();
+        drop(first);
+        let mut second = keyed().clone();
+        second.acquire(&request("/b")).unwrap().success();
+        assert_eq!(second.buf.as_ptr(), ptr);
+        assert_eq!(second.family.len(), 1);
+    }
+
+    #[test]
+    fn a_buffer_grown_by_a_long_key_is_not_kept() {
+        let mut k = keyed();
+        let long = format!("/{}", "x".repeat(2 * KEEP_KEY_BUFFER));
+        k.acquire(&request(&long)).unwrap().success();
+        assert_eq!(k.buf.capacity(), 0);
+        k.acquire(&request("/short")).unwrap().success();
+        assert!(k.buf.capacity() > 0 && k.buf.capacity() <= KEEP_KEY_BUFFER);
     }
 }
