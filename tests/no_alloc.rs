@@ -216,3 +216,55 @@ fn for_axum_hands_axum_its_own_body_unboxed() {
     });
     assert_eq!(boxed, 1_000);
 }
+
+#[test]
+fn an_axum_router_allocates_no_more_with_breakers_than_with_layers_that_do_nothing() {
+    // Per request, axum itself allocates for its routing, its boxed services and futures, and
+    // the clones of the layers around handlers; the breakers add nothing to that.
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use breakwater::{FamilyOptions, Registry};
+    use breakwater_tower::{CircuitBreakerLayer, MethodAndRoute};
+    use tower::ServiceExt;
+
+    let registry = Registry::new();
+    let family = registry.family("routes", FamilyOptions::new(config()));
+    let routes = || {
+        Router::new()
+            .route("/items", get(|| async { "[]" }))
+            .route("/items/{id}", get(|| async { "item" }))
+    };
+    // A layer that does nothing but, like a breaker layer, holds something: axum clones a
+    // handler's layers on every request, and a clone of a layer that holds nothing is free.
+    let held = std::sync::Arc::new(());
+    let noop = || {
+        let held = held.clone();
+        tower::util::MapResponseLayer::new(move |res: http::Response<Body>| {
+            let _ = &held;
+            res
+        })
+    };
+    let guarded = routes()
+        .route_layer(CircuitBreakerLayer::keyed(family, MethodAndRoute).for_axum())
+        .layer(CircuitBreakerLayer::new(CircuitBreaker::new("service", config())).for_axum());
+    let plain = routes().route_layer(noop()).layer(noop());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let run = |app: &Router| {
+        rt.block_on(async {
+            for path in ["/items", "/items/7"] {
+                let req = http::Request::get(path).body(Body::empty()).unwrap();
+                let res = app.clone().oneshot(req).await.unwrap();
+                assert_eq!(res.status(), 200);
+            }
+        })
+    };
+    // Warm up: the breakers exist, the thread's key buffer too.
+    run(&guarded);
+    run(&plain);
+    let with_breakers = allocations_during(|| (0..100).for_each(|_| run(&guarded)));
+    let with_noops = allocations_during(|| (0..100).for_each(|_| run(&plain)));
+    assert_eq!(with_breakers, with_noops);
+}
