@@ -315,7 +315,8 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
                         .events(&registry)
                         .named("gateway")
                         .on_failed_responses()
-                        .stale_if_error(StaleCache::new()),
+                        .stale_if_error(StaleCache::new())
+                        .for_axum(),
                 )
                 .layer(CircuitBreakerLayer::new(service.clone()).for_axum()),
         )

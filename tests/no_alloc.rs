@@ -218,14 +218,15 @@ fn for_axum_hands_axum_its_own_body_unboxed() {
 }
 
 #[test]
-fn an_axum_router_allocates_no_more_with_breakers_than_with_layers_that_do_nothing() {
+fn an_axum_router_allocates_no_more_with_breakers_and_a_fallback_than_with_layers_that_do_nothing()
+{
     // Per request, axum itself allocates for its routing, its boxed services and futures, and
-    // the clones of the layers around handlers; the breakers add nothing to that.
+    // the clones of the layers around handlers; breakers and fallback add nothing to that.
     use axum::Router;
     use axum::body::Body;
     use axum::routing::get;
     use breakwater::{FamilyOptions, Registry};
-    use breakwater_tower::{CircuitBreakerLayer, MethodAndRoute};
+    use breakwater_tower::{CircuitBreakerLayer, FallbackLayer, MethodAndRoute};
     use tower::ServiceExt;
 
     let registry = Registry::new();
@@ -245,10 +246,21 @@ fn an_axum_router_allocates_no_more_with_breakers_than_with_layers_that_do_nothi
             res
         })
     };
+    let service = CircuitBreaker::new("service", config());
     let guarded = routes()
         .route_layer(CircuitBreakerLayer::keyed(family, MethodAndRoute).for_axum())
-        .layer(CircuitBreakerLayer::new(CircuitBreaker::new("service", config())).for_axum());
-    let plain = routes().route_layer(noop()).layer(noop());
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(
+                    FallbackLayer::new()
+                        .fixed(http::Response::new("[]"))
+                        .for_axum(),
+                )
+                .layer(CircuitBreakerLayer::new(service).for_axum()),
+        );
+    let plain = routes()
+        .route_layer(noop())
+        .layer(tower::ServiceBuilder::new().layer(noop()).layer(noop()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

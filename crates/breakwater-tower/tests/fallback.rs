@@ -499,10 +499,9 @@ async fn axum_server_stays_infallible_and_answers_open_circuits() {
         );
     let addr = serve(app).await;
     let client = body_client();
-    let res = client
-        .get(format!("http://{addr}/items").parse().unwrap())
-        .await
-        .unwrap();
+    let get_items =
+        |addr: std::net::SocketAddr| client.get(format!("http://{addr}/items").parse().unwrap());
+    let res = get_items(addr).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, X_FALLBACK).as_deref(), Some("function"));
     assert_eq!(text(res).await, "[]");
@@ -513,18 +512,33 @@ async fn axum_server_stays_infallible_and_answers_open_circuits() {
         .layer(
             ServiceBuilder::new()
                 .layer(FallbackLayer::new())
-                .layer(CircuitBreakerLayer::new(cb)),
+                .layer(CircuitBreakerLayer::new(cb.clone())),
         );
     let addr = serve(app).await;
-    let res = client
-        .get(format!("http://{addr}/items").parse().unwrap())
-        .await
-        .unwrap();
+    let res = get_items(addr).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(&res, "retry-after").as_deref(), Some("1"));
     let v: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
     assert_eq!(v["code"], "CIRCUIT_OPEN");
     assert_eq!(v["state"], "FORCED_OPEN");
+
+    // The same with axum's own body type on both layers.
+    let app = Router::new()
+        .route("/items", get(|| async { "[1]" }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(FallbackLayer::new().fixed(Response::new("[]")).for_axum())
+                .layer(CircuitBreakerLayer::new(cb.clone()).for_axum()),
+        );
+    let addr = serve(app).await;
+    let res = get_items(addr).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, X_FALLBACK).as_deref(), Some("fixed"));
+    assert_eq!(text(res).await, "[]");
+    cb.reset();
+    let res = get_items(addr).await.unwrap();
+    assert_eq!(header(&res, X_FALLBACK), None);
+    assert_eq!(text(res).await, "[1]");
 }
 
 #[tokio::test(start_paused = true)]
@@ -638,30 +652,38 @@ where
 
 #[tokio::test]
 async fn a_server_side_stale_cache_keeps_answers_of_known_length() {
+    stale_cache_on_a_server(false).await;
+    // With axum's own body type: the recorded body is boxed, and still kept.
+    stale_cache_on_a_server(true).await;
+}
+
+async fn stale_cache_on_a_server(for_axum: bool) {
     // A server that knows the body's length stops polling it after the last byte: the answer
     // must be kept all the same.
     let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = down.clone();
     let cache = StaleCache::new();
-    let app = Router::new()
-        .route(
-            "/items",
-            get(move || {
-                let down = flag.load(Ordering::SeqCst);
-                async move {
-                    if down {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "down")
-                    } else {
-                        (StatusCode::OK, "[1,2,3]")
-                    }
+    let routes = Router::new().route(
+        "/items",
+        get(move || {
+            let down = flag.load(Ordering::SeqCst);
+            async move {
+                if down {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "down")
+                } else {
+                    (StatusCode::OK, "[1,2,3]")
                 }
-            }),
-        )
-        .layer(
-            FallbackLayer::new()
-                .on_failed_responses()
-                .stale_if_error(cache.clone()),
-        );
+            }
+        }),
+    );
+    let layer = FallbackLayer::new()
+        .on_failed_responses()
+        .stale_if_error(cache.clone());
+    let app = if for_axum {
+        routes.layer(layer.for_axum())
+    } else {
+        routes.layer(layer)
+    };
     let addr = serve(app).await;
     let client = body_client();
     let url = format!("http://{addr}/items");

@@ -100,6 +100,23 @@ impl<B> FallbackBody<B> {
         }
     }
 
+    /// As axum's `Body`: the inner body as it is when nothing records it, else this body boxed.
+    #[cfg(feature = "axum")]
+    #[inline]
+    pub(crate) fn into_axum(self) -> axum_core::body::Body
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match self.kind {
+            Kind::Inner {
+                body,
+                recorder: None,
+            } => axum_core::body::Body::new(body),
+            kind => axum_core::body::Body::new(Self { kind }),
+        }
+    }
+
     pub(crate) fn boxed(body: UnsyncBoxBody<Bytes, BoxError>) -> Self {
         Self {
             kind: Kind::Boxed { body },

@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use breakwater_core::Registry;
@@ -22,28 +23,31 @@ use crate::error::BoxError;
 ///
 /// Strategies are tried in the order they are added; the first that answers wins. See the
 /// [module docs](super) for an example.
+///
+/// `R` says whether request bodies are buffered for replay ([`NoBodyReplay`], the default, or
+/// [`ReplayBodies`]); `A` is `()` (responses carry a [`FallbackBody`](super::FallbackBody)) or,
+/// with the `axum` feature, `ForAxum` (axum's own `Body`, see
+/// [`for_axum`](FallbackLayer::for_axum)).
 #[must_use]
 #[derive(Clone)]
-pub struct FallbackLayer<R = NoBodyReplay> {
-    name: Arc<str>,
-    strategies: Vec<Strategy>,
-    on_errors: bool,
-    on_timeouts: bool,
-    failed_responses: Option<HttpFailures>,
-    events: Option<Registry>,
-    stats: FallbackStats,
+pub struct FallbackLayer<R = NoBodyReplay, A = ()> {
+    /// The settings, as every service of this layer shares them: axum clones a handler's
+    /// layers and applies them on every request, so cloning and applying must be cheap.
+    shared: Arc<Shared>,
     replay: R,
+    _body: PhantomData<fn() -> A>,
 }
 
-impl<R: std::fmt::Debug> std::fmt::Debug for FallbackLayer<R> {
+impl<R: std::fmt::Debug, A> std::fmt::Debug for FallbackLayer<R, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let strategies: Vec<_> = self.strategies.iter().map(Strategy::name).collect();
+        let s = &self.shared;
+        let strategies: Vec<_> = s.strategies.iter().map(Strategy::name).collect();
         f.debug_struct("FallbackLayer")
-            .field("name", &self.name)
+            .field("name", &s.name)
             .field("strategies", &strategies)
-            .field("on_errors", &self.on_errors)
-            .field("on_timeouts", &self.on_timeouts)
-            .field("failed_responses", &self.failed_responses)
+            .field("on_errors", &s.on_errors)
+            .field("on_timeouts", &s.on_timeouts)
+            .field("failed_responses", &s.failed_responses)
             .field("replay", &self.replay)
             .finish_non_exhaustive()
     }
@@ -61,63 +65,90 @@ impl FallbackLayer {
     /// 502 `UPSTREAM_ERROR` (504 `UPSTREAM_TIMEOUT` for a timeout), so the service is
     /// infallible.
     pub fn new() -> Self {
-        Self {
-            name: Arc::from("fallback"),
-            strategies: Vec::new(),
-            on_errors: false,
-            on_timeouts: false,
-            failed_responses: None,
-            events: None,
-            stats: FallbackStats::default(),
+        FallbackLayer {
+            shared: Arc::new(Shared {
+                name: Arc::from("fallback"),
+                ..Shared::default()
+            }),
             replay: NoBodyReplay,
+            _body: PhantomData,
         }
     }
+}
 
+impl<A> FallbackLayer<NoBodyReplay, A> {
     /// Buffers request bodies of a known size up to `limit` bytes before the call, so a
     /// request with a body (a POST, say) can be replayed to a [`backup`](Self::backup). Larger
     /// or streamed bodies are not buffered; such a request does not fail over, and the answer
     /// says why. Needs a body type that can be rebuilt from bytes (axum's `Body`,
     /// `Full<Bytes>`) and a `Clone` inner service; the response future is then boxed.
-    pub fn replay_bodies(self, limit: usize) -> FallbackLayer<ReplayBodies> {
-        FallbackLayer {
-            name: self.name,
-            strategies: self.strategies,
-            on_errors: self.on_errors,
-            on_timeouts: self.on_timeouts,
-            failed_responses: self.failed_responses,
-            events: self.events,
-            stats: self.stats,
-            replay: ReplayBodies { limit },
-        }
+    pub fn replay_bodies(self, limit: usize) -> FallbackLayer<ReplayBodies, A> {
+        self.convert(|_| ReplayBodies { limit })
     }
 }
 
 impl<R> FallbackLayer<R> {
+    /// In an axum app: the responses carry axum's own `Body`, so axum has no body of another
+    /// type to box once more per response. A good answer's body is passed on as it is (axum's
+    /// `Body` stays unboxed); a fallback's body, or one being recorded for stale-if-error, is
+    /// boxed.
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use breakwater_core::{CircuitBreaker, Config};
+    /// use breakwater_tower::CircuitBreakerLayer;
+    /// use breakwater_tower::fallback::FallbackLayer;
+    /// use http::Response;
+    /// use tower::ServiceBuilder;
+    ///
+    /// let breaker = CircuitBreaker::new("items", Config::default());
+    /// let app: Router = Router::new().route("/items", get(|| async { "[1,2,3]" })).layer(
+    ///     ServiceBuilder::new()
+    ///         .layer(FallbackLayer::new().fixed(Response::new("[]")).for_axum())
+    ///         .layer(CircuitBreakerLayer::new(breaker).for_axum()),
+    /// );
+    /// # let _ = app;
+    /// ```
+    #[cfg(feature = "axum")]
+    pub fn for_axum(self) -> FallbackLayer<R, crate::ForAxum> {
+        self.convert(|replay| replay)
+    }
+}
+
+impl<R, A> FallbackLayer<R, A> {
+    fn convert<R2, A2>(self, replay: impl FnOnce(R) -> R2) -> FallbackLayer<R2, A2> {
+        FallbackLayer {
+            shared: self.shared,
+            replay: replay(self.replay),
+            _body: PhantomData,
+        }
+    }
+
     /// The name events carry when no circuit is involved (default `fallback`); a refusal's
     /// events carry the refusing circuit's name.
     pub fn named(mut self, name: impl AsRef<str>) -> Self {
-        self.name = Arc::from(name.as_ref());
+        self.settings().name = Arc::from(name.as_ref());
         self
     }
 
     /// Emits [`EventKind::FallbackUsed`](breakwater_core::EventKind::FallbackUsed) into
     /// `registry`'s event stream on every use.
     pub fn events(mut self, registry: &Registry) -> Self {
-        self.events = Some(registry.clone());
+        self.settings().events = Some(registry.clone());
         self
     }
 
     /// Also falls back when the inner service fails with any error (transport errors,
     /// timeouts).
     pub fn on_errors(mut self) -> Self {
-        self.on_errors = true;
+        self.settings().on_errors = true;
         self
     }
 
     /// Also falls back on timeouts: tower's `Elapsed` or an I/O `TimedOut` error anywhere in the
     /// error's chain, or a 408 or 504 answer (tower-http's `TimeoutLayer` answers 408).
     pub fn on_timeouts(mut self) -> Self {
-        self.on_timeouts = true;
+        self.settings().on_timeouts = true;
         self
     }
 
@@ -129,7 +160,7 @@ impl<R> FallbackLayer<R> {
 
     /// Also falls back on answers `classifier` calls failures (e.g. with 429).
     pub fn on_failed_responses_with(mut self, classifier: HttpFailures) -> Self {
-        self.failed_responses = Some(classifier);
+        self.settings().failed_responses = Some(classifier);
         self
     }
 
@@ -148,8 +179,7 @@ impl<R> FallbackLayer<R> {
     /// # let _ = layer;
     /// ```
     pub fn fixed<T: Into<Bytes>>(mut self, response: Response<T>) -> Self {
-        self.strategies
-            .push(Strategy::Fixed(Arc::new(Fixed::from_response(response))));
+        self.add(Strategy::Fixed(Arc::new(Fixed::from_response(response))));
         self
     }
 
@@ -158,10 +188,9 @@ impl<R> FallbackLayer<R> {
     where
         F: Fn(&Parts, &Failure) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.strategies
-            .push(Strategy::Function(Arc::new(move |parts, failure| {
-                Box::pin(std::future::ready(f(parts, failure)))
-            })));
+        self.add(Strategy::Function(Arc::new(move |parts, failure| {
+            Box::pin(std::future::ready(f(parts, failure)))
+        })));
         self
     }
 
@@ -171,17 +200,16 @@ impl<R> FallbackLayer<R> {
         F: Fn(&Parts, &Failure) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Bytes>> + Send + 'static,
     {
-        self.strategies
-            .push(Strategy::Function(Arc::new(move |parts, failure| {
-                Box::pin(f(parts, failure))
-            })));
+        self.add(Strategy::Function(Arc::new(move |parts, failure| {
+            Box::pin(f(parts, failure))
+        })));
         self
     }
 
     /// Keeps the last good answer to each GET and HEAD request in `cache` and serves it while
     /// the dependency is unavailable, with `x-fallback: stale`, `Warning: 110` and `Age`.
     pub fn stale_if_error(mut self, cache: StaleCache) -> Self {
-        self.strategies.push(Strategy::Stale(cache));
+        self.add(Strategy::Stale(cache));
         self
     }
 
@@ -204,36 +232,42 @@ impl<R> FallbackLayer<R> {
             .map_response(|res: Response<RB>| res.map(|b| b.map_err(Into::into).boxed_unsync()))
             .map_err(Into::into)
             .service(service);
-        self.strategies
-            .push(Strategy::Backup(BoxCloneSyncService::new(service)));
+        self.add(Strategy::Backup(BoxCloneSyncService::new(service)));
         self
     }
 
     /// How often each strategy answered; shared by every service this layer makes.
     pub fn stats(&self) -> FallbackStats {
-        self.stats.clone()
+        self.shared.stats.clone()
     }
 
-    fn shared(&self) -> Arc<Shared> {
-        let keep_parts = self
+    /// The settings, to change (copied first if another layer shares them).
+    fn settings(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.shared)
+    }
+
+    fn add(&mut self, strategy: Strategy) {
+        let s = self.settings();
+        s.strategies.push(strategy);
+        s.keep_parts = s
             .strategies
             .iter()
             .any(|s| matches!(s, Strategy::Function(_) | Strategy::Backup(_)));
-        let stale = self.strategies.iter().find_map(|s| match s {
+        s.stale = s.strategies.iter().find_map(|s| match s {
             Strategy::Stale(cache) => Some(cache.clone()),
             _ => None,
         });
-        Arc::new(Shared {
-            name: self.name.clone(),
-            strategies: self.strategies.clone(),
-            on_errors: self.on_errors,
-            on_timeouts: self.on_timeouts,
-            failed_responses: self.failed_responses,
-            events: self.events.clone(),
-            stats: self.stats.clone(),
-            keep_parts,
-            stale,
-        })
+    }
+}
+
+impl<R: Clone, A> FallbackLayer<R, A> {
+    fn service<S>(&self, inner: S) -> FallbackService<S, R> {
+        FallbackService {
+            inner,
+            shared: self.shared.clone(),
+            replay: self.replay.clone(),
+            not_ready: None,
+        }
     }
 }
 
@@ -241,11 +275,17 @@ impl<S, R: Clone> Layer<S> for FallbackLayer<R> {
     type Service = FallbackService<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        FallbackService {
-            inner,
-            shared: self.shared(),
-            replay: self.replay.clone(),
-            not_ready: None,
+        self.service(inner)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<S, R: Clone> Layer<S> for FallbackLayer<R, crate::ForAxum> {
+    type Service = super::AxumBodyService<FallbackService<S, R>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        super::AxumBodyService {
+            inner: self.service(inner),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! ([`CircuitOpen`](crate::CircuitOpen), as an error or as the 503 answer of
 //! [`respond_when_open`](crate::CircuitBreakerLayer::respond_when_open)) and, when asked, errors,
 //! timeouts and failed answers (5xx) into a response. Its service is infallible, so it fits
-//! axum's `Router::layer`.
+//! axum's `Router::layer`; there, [`for_axum`](FallbackLayer::for_axum) also gives axum its own
+//! `Body`, which axum then need not box again.
 //!
 //! Strategies, tried in the order they are added, the first that answers winning:
 //!
@@ -57,6 +58,8 @@
 //! # let _ = app;
 //! ```
 
+#[cfg(feature = "axum")]
+mod axum_body;
 mod body;
 mod cache;
 mod future;
@@ -64,6 +67,8 @@ mod layer;
 mod service;
 mod strategy;
 
+#[cfg(feature = "axum")]
+pub use axum_body::{AxumBodyFuture, AxumBodyService};
 pub use body::FallbackBody;
 pub use cache::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_TTL, StaleCache,

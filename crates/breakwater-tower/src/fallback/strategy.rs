@@ -266,6 +266,7 @@ impl FallbackStats {
 }
 
 /// What the layer shares with its services and futures.
+#[derive(Default, Clone)]
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) strategies: Vec<Strategy>,
