@@ -214,9 +214,15 @@ fn end_to_end(c: &mut Criterion) {
             let wrapped = axum::ServiceExt::<axum::extract::Request>::into_make_service(wrapped);
             axum::serve(listener, wrapped).await.unwrap()
         });
-        // For scale: axum's own cost of `Router::layer`, with a layer that does nothing.
+        // For scale: axum's own cost of `Router::layer`, with a layer that does nothing but hold
+        // something, as a breaker layer holds its breaker (axum clones and applies a handler's
+        // layers on every request; a layer that holds nothing clones for free).
+        let held = std::sync::Arc::new(());
         let noop = serve(app().layer(tower::util::MapResponseLayer::new(
-            |res: Response<axum::body::Body>| res,
+            move |res: Response<axum::body::Body>| {
+                let _ = &held;
+                res
+            },
         )))
         .await;
         (plain, guarded, around, noop)
