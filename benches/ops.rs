@@ -110,21 +110,24 @@ fn fallback(c: &mut Criterion) {
         "fallback",
         20_000,
         &mut [
-            ("bare_service", &mut |n| {
-                for _ in 0..n {
+            (
+                "bare_service",
+                &mut support::times(|| {
                     black_box(drive(&mut bare));
-                }
-            }),
-            ("breaker", &mut |n| {
-                for _ in 0..n {
+                }),
+            ),
+            (
+                "breaker",
+                &mut support::times(|| {
                     black_box(drive(&mut breaker));
-                }
-            }),
-            ("fallback_and_breaker", &mut |n| {
-                for _ in 0..n {
+                }),
+            ),
+            (
+                "fallback_and_breaker",
+                &mut support::times(|| {
                     black_box(drive(&mut both));
-                }
-            }),
+                }),
+            ),
         ],
     );
 }

@@ -126,26 +126,30 @@ fn layer(c: &mut Criterion) {
         "layer",
         20_000,
         &mut [
-            ("bare_service", &mut |n| {
-                for _ in 0..n {
+            (
+                "bare_service",
+                &mut support::times(|| {
                     black_box(drive(&mut bare, &uri));
-                }
-            }),
-            ("map_response_body_only", &mut |n| {
-                for _ in 0..n {
+                }),
+            ),
+            (
+                "map_response_body_only",
+                &mut support::times(|| {
                     black_box(drive(&mut mapped, &uri));
-                }
-            }),
-            ("breakwater_single", &mut |n| {
-                for _ in 0..n {
+                }),
+            ),
+            (
+                "breakwater_single",
+                &mut support::times(|| {
                     black_box(drive(&mut single, &uri));
-                }
-            }),
-            ("tower_resilience", &mut |n| {
-                for _ in 0..n {
+                }),
+            ),
+            (
+                "tower_resilience",
+                &mut support::times(|| {
                     black_box(drive(&mut tr, &uri));
-                }
-            }),
+                }),
+            ),
         ],
     );
 }

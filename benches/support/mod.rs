@@ -19,6 +19,15 @@ pub(crate) fn config() -> Config {
 /// Rounds per row; odd, so the median is one round.
 const ROUNDS: usize = 31;
 
+/// A row for [`interleaved`]: `call` made `n` times (monomorphised, so nothing is added per call).
+pub(crate) fn times(mut call: impl FnMut()) -> impl FnMut(u32) {
+    move |n| {
+        for _ in 0..n {
+            call();
+        }
+    }
+}
+
 /// Runs each row's `run(calls)` in `ROUNDS` alternating rounds and prints the median time per
 /// call of each, and each row's overhead over the first.
 pub(crate) fn interleaved(group: &str, calls: u32, rows: &mut [(&str, &mut dyn FnMut(u32))]) {

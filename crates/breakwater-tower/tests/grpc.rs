@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use breakwater_core::{CircuitBreaker, Config, ManualClock, State};
+use breakwater_tower::circuit_breaker::BreakerSource;
 use breakwater_tower::{CircuitBreakerLayer, DEFAULT_GRPC_FAILURE_CODES, grpc_failures};
 use bytes::Bytes;
 use http_body::Frame;
@@ -104,8 +105,17 @@ async fn guarded_client(cb: &CircuitBreaker, addr: SocketAddr) -> GuardedClient 
 
 /// A tonic health server behind its own breaker (server side: answers UNAVAILABLE when open).
 async fn guarded_server(cb: &CircuitBreaker) -> SocketAddr {
+    serve_health_behind(CircuitBreakerLayer::new(cb.clone())).await
+}
+
+/// A tonic health server behind `layer`, gRPC codes deciding failures, answering UNAVAILABLE
+/// when open.
+async fn serve_health_behind<K>(layer: CircuitBreakerLayer<K>) -> SocketAddr
+where
+    K: BreakerSource<tonic::body::Body> + Send + Sync + 'static,
+{
     let (reporter, health, listener, addr) = health_parts().await;
-    let layer = CircuitBreakerLayer::new(cb.clone())
+    let layer = layer
         .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
         .respond_when_open();
     tokio::spawn(async move {
@@ -381,19 +391,7 @@ async fn per_method_breakers_on_both_sides_open_only_the_failing_method() {
     // Server: a breaker per gRPC method; Check's is forced open, so Check answers UNAVAILABLE.
     let served = registry.family("server", FamilyOptions::new(config()));
     served.get(CHECK).force_open();
-    let (reporter, health, listener, addr) = health_parts().await;
-    let layer = CircuitBreakerLayer::keyed(served.clone(), GrpcMethod)
-        .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
-        .respond_when_open();
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        Server::builder()
-            .layer(layer)
-            .add_service(health)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
+    let addr = serve_health_behind(CircuitBreakerLayer::keyed(served.clone(), GrpcMethod)).await;
     // Client: a breaker per gRPC method too.
     let calls = registry.family("client", FamilyOptions::new(config()));
     let svc = ServiceBuilder::new()

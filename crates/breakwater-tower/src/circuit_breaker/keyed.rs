@@ -41,9 +41,7 @@ impl sealed::Sealed for Single {}
 impl<B> BreakerSource<B> for Single {
     #[inline(always)]
     fn acquire(&mut self, _req: &Request<B>) -> Result<OwnedPermit, CircuitOpen> {
-        self.0
-            .try_acquire_owned()
-            .map_err(|r| CircuitOpen::new(&self.0, r))
+        permit_of(&self.0)
     }
 
     #[inline(always)]
@@ -52,21 +50,21 @@ impl<B> BreakerSource<B> for Single {
         if self.0.state().allows_calls() {
             return None;
         }
-        Some(
-            self.0
-                .try_acquire_owned()
-                .map_err(|r| CircuitOpen::new(&self.0, r)),
-        )
+        Some(permit_of(&self.0))
     }
 
     #[inline(always)]
     fn acquire_ready(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
-        Some(
-            self.0
-                .try_acquire_owned()
-                .map_err(|r| CircuitOpen::new(&self.0, r)),
-        )
+        Some(permit_of(&self.0))
     }
+}
+
+/// A permit from `breaker`, or its refusal as a [`CircuitOpen`].
+#[inline(always)]
+fn permit_of(breaker: &CircuitBreaker) -> Result<OwnedPermit, CircuitOpen> {
+    breaker
+        .try_acquire_owned()
+        .map_err(|r| CircuitOpen::new(breaker, r))
 }
 
 /// One breaker per key of a [`KeyedFamily`]; the key is written by a [`KeyFn`] into a buffer
@@ -125,9 +123,7 @@ impl<B, F: KeyFn<B>> BreakerSource<B> for Keyed<F> {
         }
         self.buf.clear();
         self.key.key(req, &mut self.buf);
-        let acquired = self.family.with(&self.buf, |b| {
-            b.try_acquire_owned().map_err(|r| CircuitOpen::new(b, r))
-        });
+        let acquired = self.family.with(&self.buf, permit_of);
         if self.buf.capacity() > KEEP_KEY_BUFFER {
             self.buf = String::new();
         }
