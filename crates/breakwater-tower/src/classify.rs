@@ -2,17 +2,26 @@
 //! [`HttpFailures`] (5xx, optionally 429) and [`grpc_failures`] (a set of gRPC codes, read from
 //! headers or from trailers at the end of the stream). Any other [`MakeClassifier`] works too.
 //!
+//! The end-of-stream half of a classifier also decides the response body a client-side
+//! [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) returns ([`WatchEos`]): with
+//! [`HttpFailures`], and any classifier whose outcome is always known at the response head
+//! ([`NeverClassifyEos`]), the inner service's body passes through as it is; with
+//! [`grpc_failures`], or when calls are timed to the end of the body ([`Watch`]), the body is
+//! watched to its end. A classifier with an end-of-stream half of its own goes in [`Watch`].
+//!
 //! Transport errors and timeouts (`tower::timeout::Elapsed`, tower-http's timeout 408 is a 4xx
 //! and so not a failure unless you classify it) are failures: the inner service returned an
 //! error. A rejection by an inner circuit breaker is neither.
 
 use std::fmt;
 
-use http::{Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use tower_http::classify::{
-    ClassifiedResponse, ClassifyResponse, GrpcCode, GrpcErrorsAsFailures, NeverClassifyEos,
-    SharedClassifier,
+    ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcCode, GrpcEosErrorsAsFailures,
+    GrpcErrorsAsFailures, NeverClassifyEos, SharedClassifier,
 };
+
+use crate::circuit_breaker::ResponseBody;
 
 pub use tower_http::classify::MakeClassifier;
 
@@ -141,6 +150,215 @@ impl ClassifyResponse for HttpFailures {
 
     fn classify_error<E: fmt::Display + 'static>(self, error: &E) -> Self::FailureClass {
         HttpFailureClass::Error(error.to_string())
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An end-of-stream classifier a [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) can use:
+/// it says whether the response body must be watched to its end, and so which body a
+/// client-side layer returns.
+///
+/// Implemented for tower-http's [`NeverClassifyEos`] (the outcome is always known at the
+/// response head: the inner service's body passes through as it is, nothing to wrap or watch),
+/// for [`GrpcEosErrorsAsFailures`] (gRPC status in the trailers: the body is watched) and for
+/// [`Watch`]'s. Sealed: a classifier with an end-of-stream classifier of another type goes in
+/// [`Watch::new`].
+pub trait WatchEos: ClassifyEos + Sized + sealed::Sealed {
+    /// The response body of a client-side layer ([`ErrorOnOpen`](crate::ErrorOnOpen)) over an
+    /// inner body `B`.
+    type Body<B>;
+
+    #[doc(hidden)]
+    fn plain<B>(body: B) -> Self::Body<B>;
+
+    #[doc(hidden)]
+    fn watched<B>(body: ResponseBody<B, Self>) -> Self::Body<B>;
+
+    /// Whether the call is timed to the end of the body rather than to the response head.
+    #[doc(hidden)]
+    fn to_end(&self) -> bool {
+        false
+    }
+}
+
+/// The [`WatchEos`] items of an end-of-stream classifier whose bodies are watched.
+macro_rules! watched_bodies {
+    () => {
+        type Body<B> = ResponseBody<B, Self>;
+
+        #[inline(always)]
+        fn plain<B>(body: B) -> Self::Body<B> {
+            ResponseBody::inner(body)
+        }
+
+        #[inline(always)]
+        fn watched<B>(body: ResponseBody<B, Self>) -> Self::Body<B> {
+            body
+        }
+    };
+}
+
+impl<T> sealed::Sealed for NeverClassifyEos<T> {}
+
+impl<T> WatchEos for NeverClassifyEos<T> {
+    type Body<B> = B;
+
+    #[inline(always)]
+    fn plain<B>(body: B) -> B {
+        body
+    }
+
+    fn watched<B>(_: ResponseBody<B, Self>) -> B {
+        unreachable!("a `NeverClassifyEos` is never made, so no body is watched with one")
+    }
+}
+
+impl sealed::Sealed for GrpcEosErrorsAsFailures {}
+
+impl WatchEos for GrpcEosErrorsAsFailures {
+    watched_bodies!();
+}
+
+/// A classifier whose responses are watched to the end of their body: for timing calls to the
+/// end of the body ([`CircuitBreakerLayer::measure_to_end_of_body`](crate::CircuitBreakerLayer::measure_to_end_of_body)),
+/// and for a classifier with an end-of-stream classifier of its own type (tower-http's
+/// [`ClassifyEos`]), which [`WatchEos`] does not list.
+///
+/// ```
+/// use breakwater_core::{CircuitBreaker, Config};
+/// use breakwater_tower::{CircuitBreakerLayer, classify::Watch};
+/// use tower_http::classify::{GrpcErrorsAsFailures, SharedClassifier};
+///
+/// // Any `MakeClassifier`: here tower-http's own gRPC classifier.
+/// let make = SharedClassifier::new(GrpcErrorsAsFailures::new());
+/// let layer = CircuitBreakerLayer::new(CircuitBreaker::new("grpc", Config::default()))
+///     .classifier(Watch::new(make));
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Watch<M> {
+    inner: M,
+    to_end: bool,
+}
+
+impl<M> Watch<M> {
+    /// Watches the bodies `inner` needs to see the end of; calls are timed to the response head.
+    pub fn new(inner: M) -> Self {
+        Self {
+            inner,
+            to_end: false,
+        }
+    }
+
+    /// As [`new`](Self::new), and when `on`, every response is watched and calls are timed to the
+    /// end of their body.
+    pub fn to_end_of_body(inner: M, on: bool) -> Self {
+        Self { inner, to_end: on }
+    }
+}
+
+impl<M: MakeClassifier> MakeClassifier for Watch<M> {
+    type FailureClass = WatchFailure<M::FailureClass>;
+    type ClassifyEos = WatchedEos<M::ClassifyEos>;
+    type Classifier = Watch<M::Classifier>;
+
+    fn make_classifier<B>(&self, req: &Request<B>) -> Self::Classifier {
+        Watch {
+            inner: self.inner.make_classifier(req),
+            to_end: self.to_end,
+        }
+    }
+}
+
+impl<C: ClassifyResponse> ClassifyResponse for Watch<C> {
+    type FailureClass = WatchFailure<C::FailureClass>;
+    type ClassifyEos = WatchedEos<C::ClassifyEos>;
+
+    fn classify_response<B>(
+        self,
+        res: &Response<B>,
+    ) -> ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
+        match self.inner.classify_response(res) {
+            ClassifiedResponse::Ready(verdict) if self.to_end => {
+                ClassifiedResponse::RequiresEos(WatchedEos {
+                    head: Some(verdict.map_err(WatchFailure::Class)),
+                    eos: None,
+                    to_end: true,
+                })
+            }
+            ClassifiedResponse::Ready(verdict) => {
+                ClassifiedResponse::Ready(verdict.map_err(WatchFailure::Class))
+            }
+            ClassifiedResponse::RequiresEos(eos) => ClassifiedResponse::RequiresEos(WatchedEos {
+                head: None,
+                eos: Some(eos),
+                to_end: self.to_end,
+            }),
+        }
+    }
+
+    fn classify_error<E: fmt::Display + 'static>(self, error: &E) -> Self::FailureClass {
+        WatchFailure::Class(self.inner.classify_error(error))
+    }
+}
+
+/// The end-of-stream classifier of [`Watch`]: the inner one's, or the verdict already given at
+/// the response head when the call is timed to the end of the body.
+#[derive(Debug)]
+pub struct WatchedEos<E: ClassifyEos> {
+    head: Option<Result<(), WatchFailure<E::FailureClass>>>,
+    eos: Option<E>,
+    to_end: bool,
+}
+
+impl<E: ClassifyEos> ClassifyEos for WatchedEos<E> {
+    type FailureClass = WatchFailure<E::FailureClass>;
+
+    fn classify_eos(self, trailers: Option<&HeaderMap>) -> Result<(), Self::FailureClass> {
+        match (self.head, self.eos) {
+            (Some(verdict), _) => verdict,
+            (None, Some(eos)) => eos.classify_eos(trailers).map_err(WatchFailure::Class),
+            (None, None) => Ok(()),
+        }
+    }
+
+    fn classify_error<E2: fmt::Display + 'static>(self, error: &E2) -> Self::FailureClass {
+        match self.eos {
+            Some(eos) => WatchFailure::Class(eos.classify_error(error)),
+            None => WatchFailure::Body(error.to_string()),
+        }
+    }
+}
+
+impl<E: ClassifyEos> sealed::Sealed for WatchedEos<E> {}
+
+impl<E: ClassifyEos> WatchEos for WatchedEos<E> {
+    watched_bodies!();
+
+    fn to_end(&self) -> bool {
+        self.to_end
+    }
+}
+
+/// Why [`Watch`] called a response a failure: the inner classifier's verdict, or the body
+/// failed after a good head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchFailure<F> {
+    /// The inner classifier's failure.
+    Class(F),
+    /// The response body failed.
+    Body(String),
+}
+
+impl<F: fmt::Display> fmt::Display for WatchFailure<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WatchFailure::Class(c) => c.fmt(f),
+            WatchFailure::Body(e) => write!(f, "body: {e}"),
+        }
     }
 }
 

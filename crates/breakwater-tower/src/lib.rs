@@ -24,7 +24,8 @@ pub use circuit_breaker::{
 #[cfg(feature = "axum")]
 pub use circuit_breaker::{ForAxum, MethodAndRoute};
 pub use classify::{
-    DEFAULT_GRPC_FAILURE_CODES, HttpFailureClass, HttpFailures, MakeClassifier, grpc_failures,
+    DEFAULT_GRPC_FAILURE_CODES, HttpFailureClass, HttpFailures, MakeClassifier, Watch, WatchEos,
+    grpc_failures,
 };
 pub use error::{BoxError, CircuitOpen};
 pub use fallback::{FallbackLayer, FallbackService, StaleCache};

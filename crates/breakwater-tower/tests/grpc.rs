@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use breakwater_core::{CircuitBreaker, Config, ManualClock, State};
 use breakwater_tower::circuit_breaker::BreakerSource;
+use breakwater_tower::classify::Watch;
 use breakwater_tower::{CircuitBreakerLayer, DEFAULT_GRPC_FAILURE_CODES, grpc_failures};
 use bytes::Bytes;
 use http_body::Frame;
@@ -24,6 +25,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
+use tower_http::classify::{GrpcErrorsAsFailures, SharedClassifier};
 
 fn config() -> Config {
     Config::builder()
@@ -246,6 +248,27 @@ async fn error_status_in_trailers_is_recorded_when_the_stream_ends() {
     assert_eq!(first.status, ServingStatus::Serving as i32);
     let err = stream.message().await.unwrap_err();
     assert_eq!(err.code(), Code::Internal);
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (1, 0));
+}
+
+#[tokio::test]
+async fn a_classifier_in_watch_sees_the_trailers_and_can_time_to_the_end() {
+    let addr = streaming_server("13").await;
+    // tower-http's own gRPC classifier (every status but OK fails), through `Watch`, timed to
+    // the end of the stream: as with `grpc_failures`, the outcome waits for the trailers.
+    let make = SharedClassifier::new(GrpcErrorsAsFailures::new());
+    let cb = CircuitBreaker::with_clock("watched", config(), ManualClock::new());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()).classifier(Watch::to_end_of_body(make, true)))
+        .service(channel(addr).await);
+    let mut client = HealthClient::new(svc);
+
+    let mut stream = client.watch(check("svc")).await.unwrap().into_inner();
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (0, 0));
+    stream.message().await.unwrap().unwrap();
+    assert_eq!(stream.message().await.unwrap_err().code(), Code::Internal);
     let s = cb.snapshot();
     assert_eq!((s.failures, s.successes), (1, 0));
 }

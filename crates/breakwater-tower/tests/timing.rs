@@ -36,6 +36,44 @@ async fn slow_body_call(to_end: bool) -> u64 {
 }
 
 #[tokio::test]
+async fn a_failed_head_timed_to_the_end_is_recorded_at_the_end_as_a_failure() {
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("t", timed(), clock.clone());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()).measure_to_end_of_body(true))
+        .service_fn(|_req: http::Request<()>| async {
+            let mut res = http::Response::new(Full::new(Bytes::from_static(b"oops")));
+            *res.status_mut() = http::StatusCode::BAD_GATEWAY;
+            Ok::<_, Infallible>(res)
+        });
+    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.slow_calls), (0, 0), "nothing before the end");
+    clock.advance(Duration::from_secs(2));
+    res.into_body().collect().await.unwrap();
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes, s.slow_calls), (1, 0, 1));
+}
+
+/// With a classifier that decides at the response head, a client-side layer hands back the
+/// inner service's own body: nothing wraps it, nothing watches it.
+#[test]
+fn a_head_only_classifier_passes_the_inner_body_through() {
+    fn body_is<S>(_: &S)
+    where
+        S: tower::Service<http::Request<()>, Response = http::Response<Full<Bytes>>>,
+    {
+    }
+    let cb = CircuitBreaker::new("t", timed());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb))
+        .service_fn(|_req: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+        });
+    body_is(&svc);
+}
+
+#[tokio::test]
 async fn slow_calls_are_measured_to_the_head_by_default() {
     assert_eq!(slow_body_call(false).await, 0);
 }

@@ -13,34 +13,32 @@ use tower_http::classify::ClassifyEos;
 /// if the body errors. Dropped unfinished (the caller stopped reading), it records nothing.
 pub(crate) struct Tracker<C> {
     pub(crate) permit: OwnedPermit,
-    pub(crate) eos: Option<C>,
-    /// Time to the response head, when slow calls are measured to the head.
+    pub(crate) eos: C,
+    /// Time to the response head, when the call is timed to the head.
     pub(crate) head: Option<Duration>,
-    /// The outcome when it was known at the head and only the timing waits for the end.
-    pub(crate) verdict: Option<Outcome>,
 }
 
 impl<C: ClassifyEos> Tracker<C> {
-    pub(crate) fn finish(self, outcome: Outcome) {
-        match self.head {
-            Some(d) => self.permit.record_with_duration(outcome, d),
-            None => self.permit.record(outcome),
-        }
-    }
-
-    fn end(mut self, trailers: Option<&HeaderMap>) {
-        if let Some(outcome) = self.verdict {
-            return self.finish(outcome);
-        }
-        let ok = match self.eos.take() {
-            Some(eos) => eos.classify_eos(trailers).is_ok(),
-            None => true,
-        };
-        self.finish(if ok {
+    /// The stream ended (with `trailers`, if any): the end-of-stream classifier decides.
+    fn end(self, trailers: Option<&HeaderMap>) {
+        let Tracker { permit, eos, head } = self;
+        let outcome = if eos.classify_eos(trailers).is_ok() {
             Outcome::Success
         } else {
             Outcome::Failure
-        });
+        };
+        record(permit, head, outcome);
+    }
+
+    fn fail(self) {
+        record(self.permit, self.head, Outcome::Failure);
+    }
+}
+
+fn record(permit: OwnedPermit, head: Option<Duration>, outcome: Outcome) {
+    match head {
+        Some(d) => permit.record_with_duration(outcome, d),
+        None => permit.record(outcome),
     }
 }
 
@@ -84,19 +82,6 @@ impl<B, C> ResponseBody<B, C> {
                 body,
                 tracker: Some(tracker),
             },
-        }
-    }
-
-    /// The inner body, when nothing watches it; otherwise `self` back.
-    #[cfg(feature = "axum")]
-    #[inline(always)]
-    pub(crate) fn into_untracked(self) -> Result<B, Self> {
-        match self.kind {
-            Kind::Inner {
-                body,
-                tracker: None,
-            } => Ok(body),
-            kind => Err(Self { kind }),
         }
     }
 
@@ -146,7 +131,7 @@ where
                     }
                     Some(Err(_)) => {
                         if let Some(t) = tracker.take() {
-                            t.finish(Outcome::Failure);
+                            t.fail();
                         }
                     }
                     None => {

@@ -10,6 +10,7 @@ use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 
 use super::body::{ResponseBody, Tracker};
 use super::on_open::OnOpen;
+use crate::classify::WatchEos;
 use crate::error::CircuitOpen;
 
 pin_project! {
@@ -29,7 +30,6 @@ pin_project! {
             future: F,
             classifier: Option<C>,
             permit: Option<OwnedPermit>,
-            measure_to_eos: bool,
         },
         Rejected {
             open: Option<CircuitOpen>,
@@ -40,18 +40,12 @@ pin_project! {
 
 impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
     #[inline(always)]
-    pub(crate) fn called(
-        future: F,
-        classifier: C,
-        permit: OwnedPermit,
-        measure_to_eos: bool,
-    ) -> Self {
+    pub(crate) fn called(future: F, classifier: C, permit: OwnedPermit) -> Self {
         Self {
             state: State::Called {
                 future,
                 classifier: Some(classifier),
                 permit: Some(permit),
-                measure_to_eos,
             },
             _on_open: PhantomData,
         }
@@ -80,7 +74,7 @@ where
 impl<F, C, O, B, E> Future for ResponseFuture<F, C, O>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    C: ClassifyResponse,
+    C: ClassifyResponse<ClassifyEos: WatchEos>,
     O: OnOpen<E, B, C::ClassifyEos>,
 {
     type Output = Result<Response<O::Body>, O::Error>;
@@ -96,7 +90,6 @@ where
                 future,
                 classifier,
                 permit,
-                measure_to_eos,
             } => {
                 let result = ready!(future.poll(cx));
                 let permit = permit.take().expect("polled after completion");
@@ -107,13 +100,10 @@ where
                         return Poll::Ready(Err(failed::<O, E, B, C::ClassifyEos>(permit, e)));
                     }
                 };
-                let tracker = settle(permit, classifier, &res, *measure_to_eos);
-                Poll::Ready(Ok(res.map(|b| {
-                    O::body(match tracker {
-                        None => ResponseBody::inner(b),
-                        Some(t) => ResponseBody::tracked(b, t),
-                    })
-                })))
+                Poll::Ready(Ok(match settle(permit, classifier, &res) {
+                    None => res.map(O::plain),
+                    Some(t) => res.map(|b| O::watched(ResponseBody::tracked(b, t))),
+                }))
             }
         }
     }
@@ -122,11 +112,10 @@ where
 /// Records the outcome of a response whose outcome is known at its head, or hands back the
 /// tracker that will record it at the end of the body.
 #[inline(always)]
-fn settle<C: ClassifyResponse, B>(
+fn settle<C: ClassifyResponse<ClassifyEos: WatchEos>, B>(
     permit: OwnedPermit,
     classifier: C,
     res: &Response<B>,
-    measure_to_eos: bool,
 ) -> Option<Tracker<C::ClassifyEos>> {
     // An inner breaker's rejection is not this breaker's failure.
     if res.extensions().get::<CircuitOpen>().is_some() {
@@ -135,35 +124,16 @@ fn settle<C: ClassifyResponse, B>(
     }
     match classifier.classify_response(res) {
         ClassifiedResponse::Ready(verdict) => {
-            let outcome = if verdict.is_ok() {
+            permit.record(if verdict.is_ok() {
                 Outcome::Success
             } else {
                 Outcome::Failure
-            };
-            if measure_to_eos && permit.is_timed() {
-                // Known now, but timed to the end of the body.
-                return Some(Tracker {
-                    permit,
-                    eos: None,
-                    head: None,
-                    verdict: Some(outcome),
-                });
-            }
-            permit.record(outcome);
+            });
             None
         }
         ClassifiedResponse::RequiresEos(eos) => {
-            let head = if measure_to_eos {
-                None
-            } else {
-                permit.elapsed()
-            };
-            Some(Tracker {
-                permit,
-                eos: Some(eos),
-                head,
-                verdict: None,
-            })
+            let head = if eos.to_end() { None } else { permit.elapsed() };
+            Some(Tracker { permit, eos, head })
         }
     }
 }

@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use super::keyed::{Keyed, Single};
 use super::on_open::{ErrorOnOpen, RespondOnOpen};
 use super::service::CircuitBreakerService;
-use crate::classify::HttpFailures;
+use crate::classify::{HttpFailures, Watch};
 
 /// Layer that applies [`CircuitBreakerService`]: one breaker for the service
 /// ([`new`](Self::new)) or one per endpoint ([`keyed`](Self::keyed)).
@@ -18,7 +18,6 @@ use crate::classify::HttpFailures;
 pub struct CircuitBreakerLayer<K = Single, M = SharedClassifier<HttpFailures>, O = ErrorOnOpen> {
     source: K,
     make_classifier: M,
-    measure_to_eos: bool,
     _on_open: PhantomData<fn() -> O>,
 }
 
@@ -43,7 +42,6 @@ impl<K> CircuitBreakerLayer<K> {
         Self {
             source,
             make_classifier: HttpFailures::new().make_classifier(),
-            measure_to_eos: false,
             _on_open: PhantomData,
         }
     }
@@ -55,7 +53,6 @@ impl<K, M, O> CircuitBreakerLayer<K, M, O> {
         CircuitBreakerLayer {
             source: self.source,
             make_classifier,
-            measure_to_eos: self.measure_to_eos,
             _on_open: PhantomData,
         }
     }
@@ -90,16 +87,19 @@ impl<K, M, O> CircuitBreakerLayer<K, M, O> {
         CircuitBreakerLayer {
             source: self.source,
             make_classifier: self.make_classifier,
-            measure_to_eos: self.measure_to_eos,
             _on_open: PhantomData,
         }
     }
 
-    /// Time calls to the end of the response body instead of its head (for slow calls, when the
-    /// outcome is only known at the end).
-    pub fn measure_to_end_of_body(mut self, on: bool) -> Self {
-        self.measure_to_eos = on;
-        self
+    /// When `on`, time calls to the end of the response body instead of its head (for slow
+    /// calls): every response body is then watched to its end, and a call's outcome is recorded
+    /// there. Wraps the classifier in [`Watch`].
+    pub fn measure_to_end_of_body(self, on: bool) -> CircuitBreakerLayer<K, Watch<M>, O> {
+        CircuitBreakerLayer {
+            source: self.source,
+            make_classifier: Watch::to_end_of_body(self.make_classifier, on),
+            _on_open: PhantomData,
+        }
     }
 }
 
@@ -111,7 +111,6 @@ impl<S, K: Clone, M: Clone, O> Layer<S> for CircuitBreakerLayer<K, M, O> {
             inner,
             source: self.source.clone(),
             make_classifier: self.make_classifier.clone(),
-            measure_to_eos: self.measure_to_eos,
             permit: None,
             refused: None,
             _on_open: PhantomData,

@@ -9,9 +9,11 @@
 //!   `Server::builder().layer`. In an axum app, [`for_axum`](CircuitBreakerLayer::for_axum)
 //!   answers the same way and gives axum its own `Body`, which axum then need not box again.
 //! - What fails is decided by a tower-http [`MakeClassifier`](crate::MakeClassifier):
-//!   [`HttpFailures`](crate::HttpFailures) by default (5xx), [`grpc_failures`](crate::grpc_failures)
-//!   for gRPC (status in headers, or in trailers when the stream ends; the body is watched and the
-//!   outcome recorded then, and a body dropped early counts as nothing).
+//!   [`HttpFailures`](crate::HttpFailures) by default (5xx, decided at the response head: a
+//!   client-side layer hands back the inner service's body as it is),
+//!   [`grpc_failures`](crate::grpc_failures) for gRPC (status in headers, or in trailers when the
+//!   stream ends; the body is watched and the outcome recorded then, and a body dropped early
+//!   counts as nothing). See [`WatchEos`](crate::WatchEos) for which classifiers fit.
 //! - Stacked layers each record their own outcomes; an inner breaker's rejection is ignored by
 //!   the outer ones, so one open endpoint cannot open the whole service.
 //!

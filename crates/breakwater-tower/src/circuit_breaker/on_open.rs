@@ -1,6 +1,7 @@
 use http::Response;
 
 use super::body::ResponseBody;
+use crate::classify::WatchEos;
 use crate::error::{BoxError, CircuitOpen};
 
 mod sealed {
@@ -25,13 +26,19 @@ pub trait OnOpen<E, B, C>: sealed::Sealed {
     #[doc(hidden)]
     fn error(e: E) -> (Self::Error, bool);
 
-    /// The response body, from the inner service's body and what watches it.
+    /// The response body, from the inner service's body when nothing watches it.
     #[doc(hidden)]
-    fn body(body: ResponseBody<B, C>) -> Self::Body;
+    fn plain(body: B) -> Self::Body;
+
+    /// The response body, from the inner service's body watched to its end.
+    #[doc(hidden)]
+    fn watched(body: ResponseBody<B, C>) -> Self::Body;
 }
 
 /// Client side (the default): a refused call fails with [`CircuitOpen`] in a [`BoxError`], and
-/// so does any inner error (boxed).
+/// so does any inner error (boxed). The response body is the inner service's own when the
+/// classifier always decides at the response head (as [`HttpFailures`](crate::HttpFailures)
+/// does), and a [`ResponseBody`] watching it otherwise (see [`WatchEos`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ErrorOnOpen;
 
@@ -57,9 +64,9 @@ impl sealed::Sealed for RespondOnOpen {}
 #[cfg(feature = "axum")]
 impl sealed::Sealed for ForAxum {}
 
-impl<E: Into<BoxError>, B, C> OnOpen<E, B, C> for ErrorOnOpen {
+impl<E: Into<BoxError>, B, C: WatchEos> OnOpen<E, B, C> for ErrorOnOpen {
     type Error = BoxError;
-    type Body = ResponseBody<B, C>;
+    type Body = C::Body<B>;
 
     fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, BoxError> {
         #[cfg(feature = "grpc")]
@@ -75,8 +82,13 @@ impl<E: Into<BoxError>, B, C> OnOpen<E, B, C> for ErrorOnOpen {
     }
 
     #[inline(always)]
-    fn body(body: ResponseBody<B, C>) -> Self::Body {
-        body
+    fn plain(body: B) -> Self::Body {
+        C::plain(body)
+    }
+
+    #[inline(always)]
+    fn watched(body: ResponseBody<B, C>) -> Self::Body {
+        C::watched(body)
     }
 }
 
@@ -102,7 +114,12 @@ impl<E, B, C> OnOpen<E, B, C> for RespondOnOpen {
     }
 
     #[inline(always)]
-    fn body(body: ResponseBody<B, C>) -> Self::Body {
+    fn plain(body: B) -> Self::Body {
+        ResponseBody::inner(body)
+    }
+
+    #[inline(always)]
+    fn watched(body: ResponseBody<B, C>) -> Self::Body {
         body
     }
 }
@@ -126,10 +143,12 @@ where
     }
 
     #[inline(always)]
-    fn body(body: ResponseBody<B, C>) -> Self::Body {
-        match body.into_untracked() {
-            Ok(inner) => axum_core::body::Body::new(inner),
-            Err(watched) => axum_core::body::Body::new(watched),
-        }
+    fn plain(body: B) -> Self::Body {
+        axum_core::body::Body::new(body)
+    }
+
+    #[inline(always)]
+    fn watched(body: ResponseBody<B, C>) -> Self::Body {
+        axum_core::body::Body::new(body)
     }
 }

@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::keyed::BreakerSource;
 use super::on_open::OnOpen;
+use crate::classify::WatchEos;
 use crate::error::CircuitOpen;
 use breakwater_core::OwnedPermit;
 
@@ -28,7 +29,6 @@ pub struct CircuitBreakerService<S, K, M, O> {
     pub(crate) inner: S,
     pub(crate) source: K,
     pub(crate) make_classifier: M,
-    pub(crate) measure_to_eos: bool,
     /// The next call's permit, taken in `poll_ready` (one breaker: always; per endpoint: when
     /// the circuit is not closed). Per clone: readiness is not shared.
     pub(crate) permit: Option<OwnedPermit>,
@@ -43,7 +43,6 @@ impl<S: Clone, K: Clone, M: Clone, O> Clone for CircuitBreakerService<S, K, M, O
             inner: self.inner.clone(),
             source: self.source.clone(),
             make_classifier: self.make_classifier.clone(),
-            measure_to_eos: self.measure_to_eos,
             permit: None,
             refused: None,
             _on_open: PhantomData,
@@ -72,7 +71,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: http_body::Body<Data = Bytes>,
     K: BreakerSource<ReqBody>,
-    M: MakeClassifier,
+    M: MakeClassifier<ClassifyEos: WatchEos>,
     O: OnOpen<S::Error, ResBody, M::ClassifyEos>,
 {
     type Response = Response<O::Body>;
@@ -112,7 +111,7 @@ where
             let Some(permit) = self.permit.take() else {
                 unreachable!("checked above")
             };
-            return ResponseFuture::called(future, classifier, permit, self.measure_to_eos);
+            return ResponseFuture::called(future, classifier, permit);
         }
         self.call_unadmitted(req)
     }
@@ -138,12 +137,7 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
         match acquired {
             Ok(permit) => {
                 let classifier = self.make_classifier.make_classifier(&req);
-                ResponseFuture::called(
-                    self.inner.call(req),
-                    classifier,
-                    permit,
-                    self.measure_to_eos,
-                )
+                ResponseFuture::called(self.inner.call(req), classifier, permit)
             }
             Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
         }
