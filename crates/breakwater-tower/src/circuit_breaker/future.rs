@@ -91,19 +91,21 @@ where
                 classifier,
                 permit,
             } => {
-                let result = ready!(future.poll(cx));
-                let permit = permit.take().expect("polled after completion");
-                let classifier = classifier.take().expect("polled after completion");
-                let res = match result {
-                    Ok(res) => res,
-                    Err(e) => {
-                        return Poll::Ready(Err(failed::<O, E, B, C::ClassifyEos>(permit, e)));
+                let done = "polled after completion";
+                Poll::Ready(match ready!(future.poll(cx)) {
+                    Ok(res) => {
+                        let permit = permit.take().expect(done);
+                        let classifier = classifier.take().expect(done);
+                        Ok(match settle(permit, classifier, &res) {
+                            None => res.map(O::plain),
+                            Some(t) => res.map(|b| O::watched(ResponseBody::tracked(b, t))),
+                        })
                     }
-                };
-                Poll::Ready(Ok(match settle(permit, classifier, &res) {
-                    None => res.map(O::plain),
-                    Some(t) => res.map(|b| O::watched(ResponseBody::tracked(b, t))),
-                }))
+                    Err(e) => Err(failed::<O, E, B, C::ClassifyEos>(
+                        permit.take().expect(done),
+                        e,
+                    )),
+                })
             }
         }
     }

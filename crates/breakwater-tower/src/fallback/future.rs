@@ -93,21 +93,18 @@ where
             let verdict = match self.as_mut().project().state.project() {
                 StateProj::Fallback { future } => return future.as_mut().poll(cx).map(Ok),
                 StateProj::Primary { future, ctx } => {
-                    let result = ready!(future.poll(cx));
-                    // The common case: a good answer and nothing to record.
-                    if let Ok(res) = &result
-                        && ctx.as_ref().is_some_and(|c| {
-                            c.saved.is_none()
-                                && res.extensions().is_empty()
-                                && c.shared.passes_status(res.status())
-                        })
-                    {
-                        // `ctx` goes with the future (dropped here, it would cost a call).
-                        return Poll::Ready(Ok(result
-                            .map(|res| res.map(FallbackBody::inner))
-                            .unwrap_or_else(|_| unreachable!("matched above"))));
-                    }
-                    match result {
+                    match ready!(future.poll(cx)) {
+                        // The common case: a good answer and nothing to record. (`ctx` goes
+                        // with the future: dropped here, it would cost a call.)
+                        Ok(res)
+                            if ctx.as_ref().is_some_and(|c| {
+                                c.saved.is_none()
+                                    && res.extensions().is_empty()
+                                    && c.shared.passes_status(res.status())
+                            }) =>
+                        {
+                            return Poll::Ready(Ok(res.map(FallbackBody::inner)));
+                        }
                         Ok(res) => judge(res, ctx.take().expect("polled after completion")),
                         Err(e) => failed(e.into(), ctx.take().expect("polled after completion")),
                     }
