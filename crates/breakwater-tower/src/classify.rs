@@ -182,6 +182,13 @@ pub trait WatchEos: ClassifyEos + Sized + sealed::Sealed {
     fn to_end(&self) -> bool {
         false
     }
+
+    /// The verdict, when it was already given at the response head (whether it was a success)
+    /// and only the timing waits for the end of the body.
+    #[doc(hidden)]
+    fn head_verdict(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The [`WatchEos`] items of an end-of-stream classifier whose bodies are watched.
@@ -340,6 +347,10 @@ impl<E: ClassifyEos> WatchEos for WatchedEos<E> {
 
     fn to_end(&self) -> bool {
         self.to_end
+    }
+
+    fn head_verdict(&self) -> Option<bool> {
+        self.head.as_ref().map(Result::is_ok)
     }
 }
 

@@ -55,6 +55,21 @@ async fn a_failed_head_timed_to_the_end_is_recorded_at_the_end_as_a_failure() {
     assert_eq!((s.failures, s.successes, s.slow_calls), (1, 0, 1));
 }
 
+#[tokio::test]
+async fn without_slow_calls_a_head_verdict_is_recorded_at_the_head_even_timed_to_the_end() {
+    // No slow-call policy: there is nothing to time, so the end of the body is not awaited.
+    let cb = CircuitBreaker::new("t", Config::default());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()).measure_to_end_of_body(true))
+        .service_fn(|_req: http::Request<()>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"data"))))
+        });
+    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    assert_eq!(cb.snapshot().successes, 1);
+    drop(res);
+    assert_eq!(cb.snapshot().successes, 1);
+}
+
 /// With a classifier that decides at the response head, a client-side layer hands back the
 /// inner service's own body: nothing wraps it, nothing watches it.
 #[test]

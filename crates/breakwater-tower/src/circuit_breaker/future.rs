@@ -134,6 +134,17 @@ fn settle<C: ClassifyResponse<ClassifyEos: WatchEos>, B>(
             None
         }
         ClassifiedResponse::RequiresEos(eos) => {
+            if let Some(ok) = eos.head_verdict()
+                && !permit.is_timed()
+            {
+                // Known at the head, and nothing to time: recorded now.
+                permit.record(if ok {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                });
+                return None;
+            }
             let head = if eos.to_end() { None } else { permit.elapsed() };
             Some(Tracker { permit, eos, head })
         }

@@ -92,8 +92,9 @@ impl<K, M, O> CircuitBreakerLayer<K, M, O> {
     }
 
     /// When `on`, time calls to the end of the response body instead of its head (for slow
-    /// calls): every response body is then watched to its end, and a call's outcome is recorded
-    /// there. Wraps the classifier in [`Watch`].
+    /// calls): while the breaker times calls (a slow-call policy is set), every response body
+    /// is watched to its end and the call's outcome is recorded there; otherwise outcomes known
+    /// at the head are recorded at the head, as without it. Wraps the classifier in [`Watch`].
     pub fn measure_to_end_of_body(self, on: bool) -> CircuitBreakerLayer<K, Watch<M>, O> {
         CircuitBreakerLayer {
             source: self.source,
