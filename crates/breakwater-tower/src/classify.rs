@@ -9,9 +9,10 @@
 //! [`grpc_failures`], or when calls are timed to the end of the body ([`Watch`]), the body is
 //! watched to its end. A classifier with an end-of-stream half of its own goes in [`Watch`].
 //!
-//! Transport errors and timeouts (`tower::timeout::Elapsed`, tower-http's timeout 408 is a 4xx
-//! and so not a failure unless you classify it) are failures: the inner service returned an
-//! error. A rejection by an inner circuit breaker is neither.
+//! Transport errors and timeouts (`tower::timeout::Elapsed`) are failures: the inner service
+//! returned an error. tower-http's `TimeoutLayer` answers 408 instead, which [`HttpFailures`]
+//! counts as a failure too unless told otherwise. A rejection by an inner circuit breaker is
+//! neither.
 
 use std::fmt;
 
