@@ -10,6 +10,7 @@
 //!
 //! Each `run_*` function makes 100,000 calls; divide its inclusive count by 100,000.
 //! `run_map_response_only` is a layer that only changes the response body type, for scale;
+//! `run_layer_keyed` is the per-endpoint layer on one live key (the path);
 //! `run_*body*` and `run_fallback_and_breaker` send requests with an `Empty` body.
 
 use std::convert::Infallible;
@@ -71,7 +72,12 @@ macro_rules! u64_runs {
     )*};
 }
 
-http_runs!(run_bare_service, run_layer_single, run_map_response_only);
+http_runs!(
+    run_bare_service,
+    run_layer_single,
+    run_layer_keyed,
+    run_map_response_only
+);
 
 /// As `http_runs!`, with an `Empty` request body (the fallback layer needs a `Body`).
 macro_rules! body_runs {
@@ -132,6 +138,11 @@ fn main() {
     .layer(inner);
     run_map_response_only(&mut mapped, &uri);
     run_layer_single(&mut single, &uri);
+    let registry = breakwater::Registry::new();
+    let family = registry.family("bench", breakwater::FamilyOptions::new(Config::default()));
+    let path_key = |req: &Request<()>, buf: &mut String| buf.push_str(req.uri().path());
+    let mut keyed = CircuitBreakerLayer::keyed(family, path_key).layer(inner);
+    run_layer_keyed(&mut keyed, &uri);
     run_engine_permit(&cb);
     let plain = tower::service_fn(|x: u64| std::future::ready(Ok::<u64, Infallible>(x)));
     let mut bare_u64 = plain;
