@@ -12,6 +12,10 @@ mod sealed {
 /// Where a request's breaker comes from: one breaker for the service ([`Single`]) or one per key
 /// from a family ([`Keyed`]).
 pub trait BreakerSource<B>: sealed::Sealed + Clone {
+    /// Whether the breaker depends on the request (then every permit is taken in `call`).
+    #[doc(hidden)]
+    const PER_REQUEST: bool = false;
+
     /// A permit for this request, or the rejection.
     #[doc(hidden)]
     fn acquire(&mut self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen>;
@@ -116,6 +120,8 @@ thread_local! {
 }
 
 impl<B, F: KeyFn<B>> BreakerSource<B> for Keyed<F> {
+    const PER_REQUEST: bool = true;
+
     #[inline]
     fn acquire(&mut self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen> {
         if self.buf.capacity() == 0 {

@@ -20,7 +20,8 @@ use breakwater_core::OwnedPermit;
 /// dependency may never give; in HALF_OPEN the probe permit is taken in `poll_ready`, and in
 /// CLOSED the next call's permit is taken there once the inner service is ready (so `call`
 /// hands the request straight on). A ready clone dropped without a call gives its permit back.
-/// Per-endpoint breakers depend on the request, so they are consulted in `call`.
+/// Per-endpoint breakers depend on the request, so they are consulted in `call` (inline: the
+/// request is not moved once more on its way to the inner service).
 ///
 /// See [`CircuitBreakerLayer`](super::CircuitBreakerLayer) for how to build one.
 #[derive(Debug)]
@@ -103,6 +104,16 @@ where
 
     #[inline(always)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if K::PER_REQUEST {
+            // A breaker per endpoint: `poll_ready` took nothing, the request picks the breaker.
+            return match self.source.acquire(&req) {
+                Ok(permit) => {
+                    let classifier = self.make_classifier.make_classifier(&req);
+                    ResponseFuture::called(self.inner.call(req), classifier, permit)
+                }
+                Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
+            };
+        }
         if self.permit.is_some() {
             // Admitted in `poll_ready`: the request goes straight in, and the permit is taken
             // only then.
@@ -118,8 +129,8 @@ where
 }
 
 impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
-    /// A call `poll_ready` did not admit: refused there, or a breaker that depends on the
-    /// request.
+    /// A call `poll_ready` did not admit (one breaker): refused there, or `call` without a
+    /// `poll_ready` before it.
     #[inline(never)]
     fn call_unadmitted<ReqBody, ResBody>(
         &mut self,
