@@ -92,15 +92,20 @@ where
                 permit,
             } => {
                 let done = "polled after completion";
-                Poll::Ready(match ready!(future.poll(cx)) {
-                    Ok(res) => {
-                        let permit = permit.take().expect(done);
-                        let classifier = classifier.take().expect(done);
-                        Ok(match settle(permit, classifier, &res) {
-                            None => res.map(O::plain),
-                            Some(t) => res.map(|b| O::watched(ResponseBody::tracked(b, t))),
-                        })
-                    }
+                let result = ready!(future.poll(cx));
+                let tracker = match &result {
+                    Ok(res) => settle(
+                        permit.take().expect(done),
+                        classifier.take().expect(done),
+                        res,
+                    ),
+                    Err(_) => None,
+                };
+                Poll::Ready(match result {
+                    Ok(res) => Ok(match tracker {
+                        None => res.map(O::plain),
+                        Some(t) => res.map(|b| O::watched(ResponseBody::tracked(b, t))),
+                    }),
                     Err(e) => Err(failed::<O, E, B, C::ClassifyEos>(
                         permit.take().expect(done),
                         e,
