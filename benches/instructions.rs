@@ -10,6 +10,7 @@
 //!
 //! Each `run_*` function makes 100,000 calls; divide its inclusive count by 100,000.
 //! `run_map_response_only` is a layer that only changes the response body type, for scale;
+//! `run_floor` and `run_floor_owned` are the least a breaker layer can do (`support/floor.rs`);
 //! `run_layer_keyed` is the per-endpoint layer on one live key (the path);
 //! `run_*body*` and `run_fallback_and_breaker` send requests with an `Empty` body.
 
@@ -25,6 +26,9 @@ use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::Empty;
 use tower::{Layer, Service};
+
+#[path = "support/floor.rs"]
+mod floor;
 
 const CALLS: usize = 100_000;
 
@@ -76,7 +80,9 @@ http_runs!(
     run_bare_service,
     run_layer_single,
     run_layer_keyed,
-    run_map_response_only
+    run_map_response_only,
+    run_floor,
+    run_floor_owned
 );
 
 /// As `http_runs!`, with an `Empty` request body (the fallback layer needs a `Body`).
@@ -138,6 +144,8 @@ fn main() {
     .layer(inner);
     run_map_response_only(&mut mapped, &uri);
     run_layer_single(&mut single, &uri);
+    run_floor(&mut floor::Floor::<_, false>::new(inner), &uri);
+    run_floor_owned(&mut floor::Floor::<_, true>::new(inner), &uri);
     let registry = breakwater::Registry::new();
     let family = registry.family("bench", breakwater::FamilyOptions::new(Config::default()));
     let path_key = |req: &Request<()>, buf: &mut String| buf.push_str(req.uri().path());

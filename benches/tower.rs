@@ -2,7 +2,8 @@
 //! with 1, 1,000 and 100,000 live keys, tower-resilience's layer, and HTTP end to end over
 //! loopback (hyper client → axum server) with and without the layer on both sides (on the
 //! server by `Router::layer`, and in the interleaved rounds also around the router). The bare
-//! service, the body-mapping layer, the per-service breaker and tower-resilience are also run in
+//! service, the body-mapping layer, the floor layers (`support/floor.rs`: the least a breaker
+//! layer can do), the per-service breaker and tower-resilience are also run in
 //! alternating rounds, and so are the HTTP rows; their medians are printed (`… interleaved: …`).
 //!
 //! Run with `cargo bench --bench tower`.
@@ -29,6 +30,9 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 #[path = "support/mod.rs"]
 mod support;
+
+#[path = "support/floor.rs"]
+mod floor;
 
 use support::config;
 
@@ -77,6 +81,15 @@ fn layer(c: &mut Criterion) {
     .layer(inner());
     g.bench_function("map_response_body_only", |b| {
         b.iter(|| black_box(drive(&mut mapped, &uri)))
+    });
+
+    // For scale: the least a breaker layer can do (`support/floor.rs`), without and with a
+    // reference to shared state owned by each call's future.
+    let mut floor = floor::Floor::<_, false>::new(inner());
+    g.bench_function("floor", |b| b.iter(|| black_box(drive(&mut floor, &uri))));
+    let mut floor_owned = floor::Floor::<_, true>::new(inner());
+    g.bench_function("floor_owned", |b| {
+        b.iter(|| black_box(drive(&mut floor_owned, &uri)))
     });
 
     let mut single =
@@ -136,6 +149,18 @@ fn layer(c: &mut Criterion) {
                 "map_response_body_only",
                 &mut support::times(|| {
                     black_box(drive(&mut mapped, &uri));
+                }),
+            ),
+            (
+                "floor",
+                &mut support::times(|| {
+                    black_box(drive(&mut floor, &uri));
+                }),
+            ),
+            (
+                "floor_owned",
+                &mut support::times(|| {
+                    black_box(drive(&mut floor_owned, &uri));
                 }),
             ),
             (
