@@ -139,44 +139,24 @@ fn layer(c: &mut Criterion) {
         "layer",
         20_000,
         &mut [
-            (
-                "bare_service",
-                &mut support::times(|| {
-                    black_box(drive(&mut bare, &uri));
-                }),
-            ),
-            (
-                "map_response_body_only",
-                &mut support::times(|| {
-                    black_box(drive(&mut mapped, &uri));
-                }),
-            ),
-            (
-                "floor",
-                &mut support::times(|| {
-                    black_box(drive(&mut floor, &uri));
-                }),
-            ),
-            (
-                "floor_owned",
-                &mut support::times(|| {
-                    black_box(drive(&mut floor_owned, &uri));
-                }),
-            ),
-            (
-                "breakwater_single",
-                &mut support::times(|| {
-                    black_box(drive(&mut single, &uri));
-                }),
-            ),
-            (
-                "tower_resilience",
-                &mut support::times(|| {
-                    black_box(drive(&mut tr, &uri));
-                }),
-            ),
+            ("bare_service", &mut row(&mut bare, &uri)),
+            ("map_response_body_only", &mut row(&mut mapped, &uri)),
+            ("floor", &mut row(&mut floor, &uri)),
+            ("floor_owned", &mut row(&mut floor_owned, &uri)),
+            ("breakwater_single", &mut row(&mut single, &uri)),
+            ("tower_resilience", &mut row(&mut tr, &uri)),
         ],
     );
+}
+
+/// An interleaved row: `n` calls through `svc`.
+fn row<'a, S, B>(svc: &'a mut S, uri: &'a Uri) -> impl FnMut(u32) + 'a
+where
+    S: Service<Request<()>, Response = Response<B>>,
+{
+    support::times(move || {
+        black_box(drive(svc, uri));
+    })
 }
 
 async fn serve(app: Router) -> SocketAddr {
