@@ -143,7 +143,7 @@ where
     s
 }
 
-/// One breaker for the service: `poll_ready` takes the next call's permit once the inner service
+/// One breaker for the service: `poll_ready` takes the next call's permit when the inner service
 /// is ready, and a clone dropped unused gives it back.
 #[tokio::test]
 async fn readiness_holds_the_next_calls_permit() {
@@ -217,6 +217,74 @@ async fn open_circuit_fails_fast_even_when_the_inner_service_is_not_ready() {
     assert_eq!(up.hits(), 1);
     up.release(1);
     held.await.unwrap().unwrap();
+}
+
+/// A breaker (slow calls: 1 s, on a manual clock) in front of a concurrency limit of one, taken
+/// by a request the upstream holds; and a clone of the service whose `poll_ready` waits for it.
+/// The held request answers when the test releases it.
+async fn waiting_for_readiness() -> (
+    Upstream,
+    ManualClock,
+    CircuitBreaker,
+    impl Service<
+        http::Request<http_body_util::Empty<bytes::Bytes>>,
+        Response = http::Response<hyper::body::Incoming>,
+        Error = BoxError,
+    >,
+    tokio::task::JoinHandle<Result<http::Response<hyper::body::Incoming>, BoxError>>,
+) {
+    let up = Upstream::start().await;
+    let clock = ManualClock::new();
+    let config = Config::builder()
+        .no_failure_rate_threshold()
+        .slow_call_rate_threshold(100.0)
+        .slow_call_duration_threshold(Duration::from_secs(1))
+        .minimum_number_of_calls(10)
+        .build()
+        .unwrap();
+    let cb = CircuitBreaker::with_clock("limited", config, clock.clone());
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()))
+        .concurrency_limit(1)
+        .service(client());
+    up.set_mode(HANG);
+    let held = tokio::spawn(svc.clone().oneshot(request(&up.url("/"))));
+    up.arrived(1).await;
+    up.set_mode(OK);
+    let mut waiting = svc.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(waiting.poll_ready(&mut cx).is_pending());
+    (up, clock, cb, waiting, held)
+}
+
+/// A call that waited for the inner service's readiness is judged by the state at the moment
+/// it can go: a CLOSED permit taken while the inner service was not ready is given back.
+#[tokio::test]
+async fn a_call_that_waited_for_readiness_is_judged_when_it_can_go() {
+    let (up, _clock, cb, waiting, held) = waiting_for_readiness().await;
+    cb.force_open();
+    up.release(1);
+    held.await.unwrap().unwrap();
+    let mut waiting = ready(waiting).await;
+    let e = waiting.call(request(&up.url("/"))).await.unwrap_err();
+    assert_eq!(open_error(&e).state(), State::ForcedOpen);
+    assert_eq!(up.hits(), 1, "refused without being sent");
+}
+
+/// ... and timed from that moment: the wait for readiness is not the call's time.
+#[tokio::test]
+async fn a_call_that_waited_for_readiness_is_timed_from_when_it_can_go() {
+    let (up, clock, cb, waiting, held) = waiting_for_readiness().await;
+    clock.advance(Duration::from_secs(5));
+    up.release(1);
+    held.await.unwrap().unwrap();
+    let slow_before = cb.snapshot().slow_calls;
+    let mut waiting = ready(waiting).await;
+    let res = waiting.call(request(&up.url("/"))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(cb.snapshot().slow_calls, slow_before);
+    assert_eq!(cb.snapshot().successes, 2);
+    assert_eq!(up.hits(), 2);
 }
 
 #[tokio::test]

@@ -20,18 +20,11 @@ pub trait BreakerSource<B>: sealed::Sealed + Clone {
     #[doc(hidden)]
     fn acquire(&mut self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen>;
 
-    /// In `poll_ready`: a permit or a rejection before the request is known, when the breaker
-    /// does not depend on the request and does not admit calls freely.
+    /// In `poll_ready`, before the inner service's readiness: the next call's permit or its
+    /// rejection, when the breaker does not depend on the request (then `call` hands the request
+    /// straight on).
     #[doc(hidden)]
     fn acquire_early(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
-        None
-    }
-
-    /// In `poll_ready`, once the inner service is ready: the next call's permit, when the breaker
-    /// does not depend on the request (then `call` hands the request straight on).
-    #[doc(hidden)]
-    #[inline(always)]
-    fn acquire_ready(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
         None
     }
 }
@@ -50,15 +43,6 @@ impl<B> BreakerSource<B> for Single {
 
     #[inline(always)]
     fn acquire_early(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
-        // While calls flow freely, the permit is taken in `call` (one load here).
-        if self.0.state().allows_calls() {
-            return None;
-        }
-        Some(permit_of(&self.0))
-    }
-
-    #[inline(always)]
-    fn acquire_ready(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
         Some(permit_of(&self.0))
     }
 }

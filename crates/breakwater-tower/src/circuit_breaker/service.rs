@@ -17,9 +17,11 @@ use breakwater_core::OwnedPermit;
 ///
 /// With one breaker for the service, an open circuit makes the service ready at once (the call
 /// then fails fast) without waiting for the inner service's readiness, which a failing
-/// dependency may never give; in HALF_OPEN the probe permit is taken in `poll_ready`, and in
-/// CLOSED the next call's permit is taken there once the inner service is ready (so `call`
-/// hands the request straight on). A ready clone dropped without a call gives its permit back.
+/// dependency may never give. The next call's permit is taken in `poll_ready` (so `call` hands
+/// the request straight on); while the inner service is not ready, a HALF_OPEN probe permit is
+/// kept and a CLOSED one is given back and taken again once it is ready (so the call is judged
+/// by the state, and timed from, the moment it can go). A ready clone dropped without a call
+/// gives its permit back.
 /// Per-endpoint breakers depend on the request, so they are consulted in `call` (inline: the
 /// request is not moved once more on its way to the inner service).
 ///
@@ -30,8 +32,8 @@ pub struct CircuitBreakerService<S, K, M, O> {
     pub(crate) inner: S,
     pub(crate) source: K,
     pub(crate) make_classifier: M,
-    /// The next call's permit, taken in `poll_ready` (one breaker: always; per endpoint: when
-    /// the circuit is not closed). Per clone: readiness is not shared.
+    /// The next call's permit, taken in `poll_ready` (one breaker only). Per clone: readiness is
+    /// not shared.
     pub(crate) permit: Option<OwnedPermit>,
     /// The next call's refusal, decided in `poll_ready`.
     pub(crate) refused: Option<Box<CircuitOpen>>,
@@ -90,15 +92,21 @@ where
             return Poll::Ready(Ok(()));
         }
         match self.inner.poll_ready(cx) {
-            Poll::Ready(Ok(())) => {
-                if self.permit.is_none() {
-                    let ready = self.source.acquire_ready();
-                    self.keep(ready);
-                }
-                Poll::Ready(Ok(()))
-            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(O::error(e).0)),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                // A permit that holds nothing back is taken again once the inner service is
+                // ready: a call admitted then is judged by the state at that time, and timed
+                // from then.
+                if self
+                    .permit
+                    .as_ref()
+                    .is_some_and(|p| p.state().allows_calls())
+                {
+                    self.permit = None;
+                }
+                Poll::Pending
+            }
         }
     }
 
