@@ -9,6 +9,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_http::classify::ClassifyEos;
 
+use super::future::outcome;
+
 /// Records the outcome when the stream ends: the end-of-stream classifier's verdict, or failure
 /// if the body errors. Dropped unfinished (the caller stopped reading), it records nothing.
 pub(crate) struct Tracker<C> {
@@ -22,12 +24,7 @@ impl<C: ClassifyEos> Tracker<C> {
     /// The stream ended (with `trailers`, if any): the end-of-stream classifier decides.
     fn end(self, trailers: Option<&HeaderMap>) {
         let Tracker { permit, eos, head } = self;
-        let outcome = if eos.classify_eos(trailers).is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        record(permit, head, outcome);
+        record(permit, head, outcome(eos.classify_eos(trailers).is_ok()));
     }
 
     fn fail(self) {

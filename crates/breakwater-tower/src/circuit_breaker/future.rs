@@ -131,11 +131,7 @@ fn settle<C: ClassifyResponse<ClassifyEos: WatchEos>, B>(
     }
     match classifier.classify_response(res) {
         ClassifiedResponse::Ready(verdict) => {
-            permit.record(if verdict.is_ok() {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            });
+            permit.record(outcome(verdict.is_ok()));
             None
         }
         ClassifiedResponse::RequiresEos(eos) => {
@@ -143,16 +139,22 @@ fn settle<C: ClassifyResponse<ClassifyEos: WatchEos>, B>(
                 && !permit.is_timed()
             {
                 // Known at the head, and nothing to time: recorded now.
-                permit.record(if ok {
-                    Outcome::Success
-                } else {
-                    Outcome::Failure
-                });
+                permit.record(outcome(ok));
                 return None;
             }
             let head = if eos.to_end() { None } else { permit.elapsed() };
             Some(Tracker { permit, eos, head })
         }
+    }
+}
+
+/// A success when `ok`, otherwise a failure.
+#[inline(always)]
+pub(crate) fn outcome(ok: bool) -> Outcome {
+    if ok {
+        Outcome::Success
+    } else {
+        Outcome::Failure
     }
 }
 

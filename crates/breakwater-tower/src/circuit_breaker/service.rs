@@ -115,10 +115,7 @@ where
         if K::PER_REQUEST {
             // A breaker per endpoint: `poll_ready` took nothing, the request picks the breaker.
             return match self.source.acquire(&req) {
-                Ok(permit) => {
-                    let classifier = self.make_classifier.make_classifier(&req);
-                    ResponseFuture::called(self.inner.call(req), classifier, permit)
-                }
+                Ok(permit) => self.call_with(permit, req),
                 Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
             };
         }
@@ -154,12 +151,24 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
             None => self.source.acquire(&req),
         };
         match acquired {
-            Ok(permit) => {
-                let classifier = self.make_classifier.make_classifier(&req);
-                ResponseFuture::called(self.inner.call(req), classifier, permit)
-            }
+            Ok(permit) => self.call_with(permit, req),
             Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
         }
+    }
+
+    /// Calls the inner service under `permit`.
+    #[inline(always)]
+    fn call_with<ReqBody, ResBody>(
+        &mut self,
+        permit: OwnedPermit,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, M::Classifier, O>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+        M: MakeClassifier,
+    {
+        let classifier = self.make_classifier.make_classifier(&req);
+        ResponseFuture::called(self.inner.call(req), classifier, permit)
     }
 }
 
