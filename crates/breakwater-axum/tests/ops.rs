@@ -161,6 +161,36 @@ async fn metrics_and_one_circuit_follow_the_contract() {
 }
 
 #[tokio::test]
+async fn a_breaker_reopened_by_its_probes_shows_their_rates() {
+    let (registry, clock) = registry();
+    let config = Config::builder()
+        .failure_rate_threshold(50.0)
+        .sliding_window(breakwater_core::SlidingWindow::Count(4))
+        .minimum_number_of_calls(4)
+        .permitted_calls_in_half_open(4)
+        .wait_in_open(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let b = registry.breaker_with("ledger", config);
+    for _ in 0..4 {
+        b.try_acquire().unwrap().failure();
+    }
+    clock.advance(Duration::from_secs(11));
+    b.try_acquire().unwrap().success();
+    for _ in 0..3 {
+        b.try_acquire().unwrap().failure();
+    }
+    let api = Api::start(OpsApi::new(&registry).router()).await;
+    let m = api.get("/v1/circuit-breaker/metrics").await;
+    let c = &m.json["circuits"]["ledger"];
+    assert_eq!(c["state"], "OPEN");
+    assert_eq!(c["failureRate"], 0.75);
+    assert_eq!(c["bufferedCalls"], 4);
+    let one = api.get("/v1/circuit-breaker/ledger").await;
+    assert_eq!(one.json["failureRate"], 0.75);
+}
+
+#[tokio::test]
 async fn writes_need_the_token_and_answer_the_write_contract() {
     let (registry, _clock) = registry();
     let cb = registry.breaker_with("orders", consecutive(2));

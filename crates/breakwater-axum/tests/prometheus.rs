@@ -668,6 +668,28 @@ fn ratios_appear_once_the_window_is_judged() {
 }
 
 #[test]
+fn a_breaker_reopened_by_its_probes_exports_their_ratio() {
+    let (registry, clock) = registry();
+    let config = Config::builder()
+        .sliding_window(SlidingWindow::Count(4))
+        .minimum_number_of_calls(4)
+        .permitted_calls_in_half_open(4)
+        .failure_rate_threshold(50.0)
+        .wait_in_open(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let b = registry.breaker_with("probed", config);
+    outcomes(&b, 0, 4, 0);
+    clock.advance(Duration::from_secs(11));
+    outcomes(&b, 1, 3, 0);
+    assert_eq!(b.state(), State::Open);
+    let e = scrape(&registry);
+    check_against_breakers(&e, &registry);
+    assert_eq!(e.value(FAILURE_RATIO, &[(NAME, "probed")]), 0.75);
+    assert_eq!(e.value(BUFFERED, &[(NAME, "probed")]), 4.0);
+}
+
+#[test]
 fn timed_calls_fill_the_duration_histogram() {
     let (registry, clock) = registry();
     let config = Config::builder()

@@ -761,6 +761,9 @@ impl Inner {
             }
             _ => self.window.clear(),
         }
+        if to != HALF_OPEN {
+            self.retire_half_open(from, to, generation);
+        }
         if to != OPEN {
             l.not_permitted_base
                 .store(l.not_permitted.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -800,6 +803,31 @@ impl Inner {
                 to: State::from_code(to),
                 trigger,
             });
+        }
+    }
+
+    /// Leaves the half-open word so that no permit of an older generation matches it any more
+    /// (a late probe's outcome is dropped like any other stale outcome). Entering OPEN from
+    /// HALF_OPEN keeps the probes' counts, tagged with OPEN's generation, so the snapshot shows
+    /// why the breaker re-opened; entering OPEN from another state tags the word with that
+    /// state's generation (never a half-open one), so the snapshot shows the window instead.
+    fn retire_half_open(&self, from: u64, to: u64, generation: u64) {
+        let ho = &self.half_open.0;
+        if to != OPEN {
+            ho.store(ho_tag(generation), Ordering::Release);
+        } else if from != HALF_OPEN {
+            ho.store(ho_tag(generation.wrapping_sub(1)), Ordering::Release);
+        } else {
+            let counts = (1 << HO_ISSUED) - 1;
+            let mut cur = ho.load(Ordering::Acquire);
+            while let Err(actual) = ho.compare_exchange_weak(
+                cur,
+                ho_tag(generation) | (cur & counts),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                cur = actual;
+            }
         }
     }
 
@@ -1153,15 +1181,16 @@ impl Inner {
         let window_not_permitted =
             not_permitted.saturating_sub(l.not_permitted_base.load(Ordering::Relaxed));
 
-        let window = if state_of(word) == HALF_OPEN {
-            let ho = self.half_open.0.load(Ordering::Acquire);
+        // In HALF_OPEN, and in OPEN entered from HALF_OPEN, the probes' calls are the window.
+        let ho = self.half_open.0.load(Ordering::Acquire);
+        let probes = state_of(word) == HALF_OPEN
+            || state_of(word) == OPEN && ho_tag_matches(ho, generation_of(word));
+        let window = if probes {
             let succ = ho_get(ho, HO_SUCC);
             let failed = ho_get(ho, HO_FAILED);
             let buffered = succ + failed;
-            let rate_mode = hot.tuning.success_threshold.load(Ordering::Relaxed) == 0
-                && (Tuning::rate(&hot.tuning.failure_rate).is_some()
-                    || Tuning::rate(&hot.tuning.slow_rate).is_some());
-            let known = rate_mode && buffered >= hot.tuning.permitted.load(Ordering::Relaxed);
+            // Known once every permitted probe has reported (in both half-open modes).
+            let known = buffered >= hot.tuning.permitted.load(Ordering::Relaxed);
             WindowSnapshot::new(
                 buffered,
                 failed,

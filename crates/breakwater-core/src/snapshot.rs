@@ -59,7 +59,7 @@ pub struct Snapshot {
     pub config: ConfigView,
 }
 
-/// The sliding window's view: in HALF_OPEN, the probes' calls.
+/// The sliding window's view: in HALF_OPEN, and in OPEN entered from HALF_OPEN, the probes' calls.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowSnapshot {

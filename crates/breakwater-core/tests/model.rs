@@ -94,6 +94,8 @@ struct Model {
     ho_succ: u64,
     ho_failed: u64,
     ho_slow: u64,
+    /// OPEN entered from HALF_OPEN: the probes' calls are the window.
+    open_after_probes: bool,
     // Lifetime.
     failures: u64,
     successes: u64,
@@ -114,6 +116,7 @@ impl Model {
             ho_succ: 0,
             ho_failed: 0,
             ho_slow: 0,
+            open_after_probes: false,
             failures: 0,
             successes: 0,
             not_permitted: 0,
@@ -125,7 +128,8 @@ impl Model {
     fn enter(&mut self, to: State) {
         match to {
             State::Open => {
-                // The window is kept.
+                // The window is kept (from HALF_OPEN: the probes' calls).
+                self.open_after_probes = self.state == State::HalfOpen;
                 self.circuit_opens += 1;
                 self.open_until = self.now + WAIT_NANOS;
             }
@@ -292,9 +296,11 @@ impl Model {
 
     /// The expected window view: (buffered, failed, slow, failure_rate, slow_call_rate).
     fn expected_window(&self) -> (u64, u64, u64, Option<f64>, Option<f64>) {
-        let (buffered, failed, slow, known) = if self.state == State::HalfOpen {
+        let probes =
+            self.state == State::HalfOpen || self.state == State::Open && self.open_after_probes;
+        let (buffered, failed, slow, known) = if probes {
             let buffered = self.ho_succ + self.ho_failed;
-            let known = !self.cfg.probe_mode() && buffered >= u64::from(self.cfg.permitted);
+            let known = buffered >= u64::from(self.cfg.permitted);
             (buffered, self.ho_failed, self.ho_slow, known)
         } else {
             let (b, f, s) = self.window_counts();

@@ -364,6 +364,119 @@ fn window_is_kept_on_open_and_cleared_on_half_open() {
 }
 
 #[test]
+fn open_after_failed_probes_shows_the_probes_failure_rate() {
+    // As Resilience4j's state machine: 3 of 4 probes fail, the OPEN breaker shows them.
+    let (cb, clock) = breaker(rate(4, 4).permitted_calls_in_half_open(4));
+    for _ in 0..4 {
+        fail(&cb);
+    }
+    clock.advance(11 * SEC);
+    ok(&cb);
+    fail(&cb);
+    fail(&cb);
+    fail(&cb);
+    assert_eq!(cb.state(), State::Open);
+    let s = cb.snapshot();
+    assert_eq!(s.failure_rate, Some(0.75));
+    assert_eq!(s.buffered_calls, 4);
+    assert_eq!(s.window.failed_calls, 3);
+    assert_eq!(s.window.successful_calls, 1);
+    // Probes issued in HALF_OPEN that report late change nothing.
+    clock.advance(30 * SEC);
+    let late = cb.try_acquire().unwrap();
+    cb.transition_to(State::Open).unwrap();
+    late.failure();
+    let s = cb.snapshot();
+    assert_eq!(
+        s.buffered_calls, 0,
+        "a manual re-open with no probe reported"
+    );
+    assert_eq!(s.failures, 7, "the late probe's failure is dropped");
+}
+
+#[test]
+fn open_after_slow_probes_shows_the_probes_slow_call_rate() {
+    let (cb, clock) = breaker(
+        Config::builder()
+            .no_failure_rate_threshold()
+            .slow_call_rate_threshold(50.0)
+            .slow_call_duration_threshold(100 * MS)
+            .sliding_window(SlidingWindow::Count(4))
+            .minimum_number_of_calls(4)
+            .permitted_calls_in_half_open(4)
+            .wait_in_open(10 * SEC),
+    );
+    let slow = |cb: &CircuitBreaker| {
+        cb.try_acquire()
+            .unwrap()
+            .record_with_duration(Outcome::Success, 200 * MS)
+    };
+    for _ in 0..4 {
+        slow(&cb);
+    }
+    assert_eq!(cb.state(), State::Open);
+    clock.advance(11 * SEC);
+    ok(&cb);
+    slow(&cb);
+    slow(&cb);
+    slow(&cb);
+    assert_eq!(cb.state(), State::Open);
+    let s = cb.snapshot();
+    assert_eq!(s.slow_call_rate, Some(0.75));
+    assert_eq!(s.failure_rate, Some(0.0));
+    assert_eq!(s.window.slow_calls, 3);
+    assert_eq!(s.window.slow_successful_calls, 3);
+    assert_eq!(s.buffered_calls, 4);
+}
+
+#[test]
+fn success_threshold_mode_reports_probe_rates_once_every_permit_reported() {
+    let (cb, clock) = breaker(
+        Config::builder()
+            .consecutive_failures(1)
+            .success_threshold(3)
+            .permitted_calls_in_half_open(2)
+            .wait_in_open(SEC),
+    );
+    fail(&cb);
+    clock.advance(2 * SEC);
+    ok(&cb);
+    assert_eq!(cb.snapshot().failure_rate, None, "1 of 2 permits reported");
+    ok(&cb);
+    assert_eq!(cb.snapshot().failure_rate, Some(0.0));
+    fail(&cb);
+    assert_eq!(cb.state(), State::Open);
+    let s = cb.snapshot();
+    assert_eq!(s.buffered_calls, 3);
+    assert_eq!(s.failure_rate, Some(1.0 / 3.0));
+    // Fewer reports than permits before re-opening: counts shown, rates unknown.
+    clock.advance(3 * SEC);
+    fail(&cb);
+    let s = cb.snapshot();
+    assert_eq!(
+        (s.state, s.buffered_calls, s.failure_rate),
+        (State::Open, 1, None)
+    );
+}
+
+#[test]
+fn late_probe_outcomes_are_dropped_after_the_breaker_leaves_half_open() {
+    for to in [State::ForcedOpen, State::Closed, State::Open] {
+        let (cb, clock) = breaker(rate(1, 1).permitted_calls_in_half_open(2));
+        fail(&cb);
+        clock.advance(11 * SEC);
+        let late = cb.try_acquire().unwrap();
+        cb.transition_to(to).unwrap();
+        let before = cb.snapshot();
+        late.failure();
+        let after = cb.snapshot();
+        assert_eq!(after.failures, before.failures, "{to}");
+        assert_eq!(after.window, before.window, "{to}");
+        assert_eq!(after.state, to);
+    }
+}
+
+#[test]
 fn forced_open_disabled_and_metrics_only() {
     let (cb, _) = breaker(rate(2, 2));
     cb.force_open();
