@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 
 /// Every field a change may name.
-pub const FIELDS: [&str; 17] = [
+pub const FIELDS: [&str; 18] = [
     "failureRateThreshold",
     "slowCallRateThreshold",
     "slowCallDurationThresholdMs",
@@ -27,6 +27,7 @@ pub const FIELDS: [&str; 17] = [
     "waitInOpenMultiplier",
     "waitInOpenJitter",
     "automaticTransitionToHalfOpen",
+    "recordCallDurations",
     "health",
 ];
 
@@ -89,6 +90,11 @@ fn unsigned(field: &str, v: &Value) -> Result<u64, ApiError> {
 
 fn small(field: &str, v: &Value) -> Result<u32, ApiError> {
     u32::try_from(unsigned(field, v)?).map_err(|_| invalid(field, "is too large"))
+}
+
+fn flag(field: &str, v: &Value) -> Result<bool, ApiError> {
+    v.as_bool()
+        .ok_or_else(|| invalid(field, "must be true or false"))
 }
 
 fn ms(field: &str, v: &Value) -> Result<Duration, ApiError> {
@@ -226,10 +232,10 @@ pub fn apply(current: &Config, patch: &Map<String, Value>) -> Result<Config, Api
         b = b.wait_in_open(wait);
     }
     if let Some(v) = get("automaticTransitionToHalfOpen") {
-        let on = v
-            .as_bool()
-            .ok_or_else(|| invalid("automaticTransitionToHalfOpen", "must be true or false"))?;
-        b = b.automatic_transition_to_half_open(on);
+        b = b.automatic_transition_to_half_open(flag("automaticTransitionToHalfOpen", v)?);
+    }
+    if let Some(v) = get("recordCallDurations") {
+        b = b.record_call_durations(flag("recordCallDurations", v)?);
     }
     if let Some(v) = get("health") {
         let mode = match v.as_str() {

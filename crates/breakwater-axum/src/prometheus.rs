@@ -13,7 +13,7 @@
 //! | `resilience_circuit_breaker_slow_call_ratio` | gauge 0..1, absent while unknown | |
 //! | `resilience_circuit_breaker_buffered_calls` | gauge | |
 //! | `resilience_circuit_breaker_transitions_total` | counter | `from_state`, `to_state`, `trigger` |
-//! | `resilience_circuit_breaker_call_duration_seconds` | histogram of timed calls (absent until one) | |
+//! | `resilience_circuit_breaker_call_duration_seconds` | histogram of recorded call durations (`record_call_durations`; absent until one) | |
 //!
 //! Counters count from the breaker's creation or its last manual reset.
 
@@ -178,7 +178,7 @@ impl Collector for RegistryCollector {
 
         let mut family = encoder.encode_descriptor(
             "resilience_circuit_breaker_call_duration",
-            "Durations of the calls the breaker timed (under a slow-call policy).",
+            "Durations of the calls the breaker recorded (record_call_durations).",
             Some(&prometheus_client::registry::Unit::Seconds),
             MetricType::Histogram,
         )?;

@@ -695,6 +695,7 @@ fn timed_calls_fill_the_duration_histogram() {
     let config = Config::builder()
         .slow_call_rate_threshold(100.0)
         .slow_call_duration_threshold(Duration::from_millis(200))
+        .record_call_durations(true)
         .build()
         .unwrap();
     let b = registry.breaker_with("timed", config);

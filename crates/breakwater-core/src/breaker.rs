@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -20,7 +20,31 @@ use crate::window::count::{CountWindow, Padded};
 use crate::window::time::TimeWindow;
 use crate::window::{Call, Counts, Window};
 
+/// A permit's start time when the call is not timed.
 const UNTIMED: u64 = u64::MAX;
+/// Set in a permit's start time taken on the coarse clock (monotonic nanos stay below 2^62).
+const COARSE: u64 = 1 << 62;
+
+// How a breaker times its calls (`Hot::timing`).
+const TIMING_OFF: u8 = 0;
+/// Slow calls judged on the coarse clock; no histogram.
+const TIMING_COARSE: u8 = 1;
+/// Slow calls judged on the precise clock (a threshold too small for the coarse one).
+const TIMING_PRECISE: u8 = 2;
+/// Every call measured on the precise clock and kept in the histogram.
+const TIMING_RECORDED: u8 = 3;
+
+fn timing_of(config: &Config, clock: &ClockHandle) -> u8 {
+    if config.record_call_durations {
+        TIMING_RECORDED
+    } else if !config.needs_timing() {
+        TIMING_OFF
+    } else if config.coarse_timing() && clock.has_coarse_time() {
+        TIMING_COARSE
+    } else {
+        TIMING_PRECISE
+    }
+}
 /// A permit's word once its outcome is recorded: no state, so dropping it releases nothing.
 const RECORDED: u64 = u64::MAX;
 
@@ -172,7 +196,8 @@ impl Tuning {
 #[derive(Debug)]
 struct Hot {
     state: AtomicU64,
-    timed: AtomicBool,
+    /// `TIMING_*`.
+    timing: AtomicU8,
     /// Monotonic nanos: end of the wait in OPEN (written before OPEN is published).
     open_until: AtomicU64,
     /// Monotonic nanos: when HALF_OPEN was entered (written before it is published).
@@ -298,7 +323,7 @@ impl CircuitBreaker {
         let inner = Arc::new_cyclic(|me| Inner {
             hot: Padded(Hot {
                 state: AtomicU64::new(pack(CLOSED, 0)),
-                timed: AtomicBool::new(config.needs_timing()),
+                timing: AtomicU8::new(timing_of(&config, &clock)),
                 open_until: AtomicU64::new(0),
                 half_open_since: AtomicU64::new(0),
                 consecutive_failures: AtomicU64::new(0),
@@ -539,8 +564,8 @@ impl CircuitBreaker {
         self.inner
             .hot
             .0
-            .timed
-            .store(config.needs_timing(), Ordering::Relaxed);
+            .timing
+            .store(timing_of(&config, &self.inner.clock), Ordering::Relaxed);
         ctl.config = config;
         drop(ctl);
         self.inner.emit(EventKind::ConfigChanged);
@@ -570,8 +595,9 @@ impl CircuitBreaker {
         self.inner.lock().transitions.clone()
     }
 
-    /// Durations of the calls this breaker timed (under a slow-call policy, or recorded with a
-    /// duration), since creation or the last reset.
+    /// Durations of the calls this breaker recorded (with
+    /// [`record_call_durations`](crate::ConfigBuilder::record_call_durations) on: measured, or
+    /// given to [`Permit::record_with_duration`]), since creation or the last reset.
     pub fn duration_histogram(&self) -> DurationHistogram {
         self.inner.life.0.durations.snapshot()
     }
@@ -617,16 +643,38 @@ impl Inner {
         let word = hot.state.load(Ordering::Acquire);
         match state_of(word) {
             CLOSED | METRICS_ONLY => {
-                let started = if hot.timed.load(Ordering::Relaxed) {
-                    self.clock.nanos()
-                } else {
+                let timing = hot.timing.load(Ordering::Relaxed);
+                let started = if timing == TIMING_OFF {
                     UNTIMED
+                } else {
+                    self.start(timing)
                 };
                 Ok((word, started))
             }
             DISABLED => Ok((word, UNTIMED)),
             _ => self.acquire_slow(word),
         }
+    }
+
+    /// A timed call's start: on the coarse clock (marked) or the precise one.
+    #[inline(always)]
+    fn start(&self, timing: u8) -> u64 {
+        if timing == TIMING_COARSE {
+            self.clock.coarse_nanos() | COARSE
+        } else {
+            self.clock.nanos()
+        }
+    }
+
+    /// The time now on the clock a call's start was taken from, and the call's duration.
+    #[inline(always)]
+    fn elapsed(&self, started: u64) -> (u64, u64) {
+        let now = if started & COARSE != 0 {
+            self.clock.coarse_nanos()
+        } else {
+            self.clock.nanos()
+        };
+        (now, now.saturating_sub(started & !COARSE))
     }
 
     #[cold]
@@ -672,10 +720,9 @@ impl Inner {
                             Ordering::Acquire,
                         ) {
                             Ok(_) => {
-                                let started = if hot.timed.load(Ordering::Relaxed) {
-                                    now
-                                } else {
-                                    UNTIMED
+                                let started = match hot.timing.load(Ordering::Relaxed) {
+                                    TIMING_OFF => UNTIMED,
+                                    _ => now,
                                 };
                                 return Ok((word, started));
                             }
@@ -834,12 +881,13 @@ impl Inner {
     /// Records the outcome of a permit issued with state word `word`.
     #[inline(always)]
     fn record(&self, word: u64, started: u64, outcome: Outcome, duration: Option<Duration>) {
-        // The hot path: an untimed success in CLOSED or METRICS_ONLY on a count window.
+        // The hot path: a success in CLOSED or METRICS_ONLY on a count window, untimed or timed
+        // (without a histogram) and not slow.
         if outcome == Outcome::Success
-            && started == UNTIMED
             && duration.is_none()
             && (state_of(word) == CLOSED || state_of(word) == METRICS_ONLY)
             && let Window::Count(w) = &self.window
+            && (started == UNTIMED || self.fast_within_threshold(started))
         {
             let hot = &self.hot.0;
             // An outcome from an older generation is dropped.
@@ -859,6 +907,14 @@ impl Inner {
             return;
         }
         self.record_general(word, started, outcome, duration);
+    }
+
+    /// Whether a timed call that kept no histogram took no longer than the slow-call threshold.
+    #[inline(always)]
+    fn fast_within_threshold(&self, started: u64) -> bool {
+        let hot = &self.hot.0;
+        hot.timing.load(Ordering::Relaxed) != TIMING_RECORDED
+            && self.elapsed(started).1 <= hot.tuning.slow_nanos.load(Ordering::Relaxed)
     }
 
     /// Resets the consecutive failures and stamps the success time.
@@ -899,14 +955,17 @@ impl Inner {
         let duration = match duration {
             Some(d) => Some(saturating_nanos(d)),
             None if started != UNTIMED => {
-                now = self.clock.nanos();
-                Some(now.saturating_sub(started))
+                let (at, d) = self.elapsed(started);
+                now = at;
+                Some(d)
             }
             None => None,
         };
         let slow = match duration {
             Some(d) => {
-                self.life.0.durations.observe(d);
+                if self.hot.0.timing.load(Ordering::Relaxed) == TIMING_RECORDED {
+                    self.life.0.durations.observe(d);
+                }
                 d > self.hot.0.tuning.slow_nanos.load(Ordering::Relaxed)
             }
             None => false,
@@ -1310,9 +1369,8 @@ macro_rules! permit_methods {
 
             /// How long since the permit was issued, when timed.
             pub fn elapsed(&self) -> Option<Duration> {
-                (self.started != UNTIMED).then(|| {
-                    Duration::from_nanos(self.inner.clock.nanos().saturating_sub(self.started))
-                })
+                (self.started != UNTIMED)
+                    .then(|| Duration::from_nanos(self.inner.elapsed(self.started).1))
             }
         }
 
@@ -1351,5 +1409,56 @@ fn count_transition(counts: &mut Vec<TransitionCount>, from: u64, to: u64, trigg
             trigger,
             count: 1,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    fn timing(b: crate::ConfigBuilder, clock: &ClockHandle) -> u8 {
+        timing_of(&b.build().unwrap(), clock)
+    }
+
+    #[test]
+    fn slow_calls_use_the_coarse_clock_from_its_threshold_on() {
+        let system = ClockHandle::System;
+        let slow = |ms| {
+            Config::builder()
+                .slow_call_rate_threshold(50.0)
+                .slow_call_duration_threshold(Duration::from_millis(ms))
+        };
+        assert_eq!(timing(Config::builder(), &system), TIMING_OFF);
+        assert_eq!(timing(slow(20), &system), TIMING_COARSE);
+        assert_eq!(timing(slow(60_000), &system), TIMING_COARSE);
+        assert_eq!(timing(slow(19), &system), TIMING_PRECISE);
+        assert_eq!(
+            timing(slow(60_000).record_call_durations(true), &system),
+            TIMING_RECORDED
+        );
+        assert_eq!(
+            timing(Config::builder().record_call_durations(true), &system),
+            TIMING_RECORDED
+        );
+        let manual = ClockHandle::from(ManualClock::new());
+        assert_eq!(timing(slow(20), &manual), TIMING_COARSE);
+    }
+
+    #[test]
+    fn a_coarse_start_is_measured_on_the_coarse_clock() {
+        let config = Config::builder()
+            .slow_call_rate_threshold(50.0)
+            .slow_call_duration_threshold(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let cb = CircuitBreaker::new("coarse", config);
+        let p = cb.try_acquire().unwrap();
+        assert_ne!(p.started & COARSE, 0);
+        let (now, elapsed) = cb.inner.elapsed(p.started);
+        assert!(now <= cb.inner.clock.nanos());
+        assert!(elapsed < 1_000_000_000, "no mark left in the duration");
+        p.success();
+        assert_eq!(cb.snapshot().successes, 1);
     }
 }

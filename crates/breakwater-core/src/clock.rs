@@ -111,6 +111,32 @@ impl Clock for SystemClock {
     }
 }
 
+/// How often the coarse clock ticks: calls timed on it are measured to about this resolution.
+pub const COARSE_TICK: Duration = Duration::from_millis(1);
+
+/// The system clock's time as of its last tick (monotonic nanos since the origin).
+static COARSE_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the coarse clock's ticker once per process (a thread that stores the system clock's
+/// time every [`COARSE_TICK`]) and says whether it runs. quanta's own `Upkeep` does the same, but
+/// its reading is a `quanta::Instant` with no integer view, and turning it into this clock's
+/// nanoseconds costs a `Duration` round trip (a division) on every read.
+fn coarse_clock_running() -> bool {
+    static RUNNING: OnceLock<bool> = OnceLock::new();
+    *RUNNING.get_or_init(|| {
+        COARSE_NANOS.store(SystemClock::now_nanos(), Ordering::Release);
+        std::thread::Builder::new()
+            .name("breakwater-clock".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(COARSE_TICK);
+                    COARSE_NANOS.store(SystemClock::now_nanos(), Ordering::Release);
+                }
+            })
+            .is_ok()
+    })
+}
+
 /// A clock that moves only when told to, for deterministic tests.
 ///
 /// Clones share the same time. [`advance`](ManualClock::advance) runs every timer that falls due,
@@ -250,6 +276,26 @@ impl ClockHandle {
         }
     }
 
+    /// Monotonic nanoseconds as of the coarse clock's last tick: one load from memory, at most
+    /// about a [`COARSE_TICK`] behind [`nanos`](Self::nanos) on the system clock; exact on the
+    /// others.
+    #[inline]
+    pub(crate) fn coarse_nanos(&self) -> u64 {
+        match self {
+            ClockHandle::System => COARSE_NANOS.load(Ordering::Acquire),
+            other => other.nanos(),
+        }
+    }
+
+    /// Whether [`coarse_nanos`](Self::coarse_nanos) moves (starting the system clock's ticker
+    /// on first use).
+    pub(crate) fn has_coarse_time(&self) -> bool {
+        match self {
+            ClockHandle::System => coarse_clock_running(),
+            _ => true,
+        }
+    }
+
     /// Converts monotonic times of this clock into ms since the epoch, reading both clocks
     /// once for any number of conversions.
     pub(crate) fn epoch_converter(&self) -> impl Fn(u64) -> u64 + use<> {
@@ -353,6 +399,30 @@ mod tests {
         assert_eq!(clock.epoch_millis(), 2_500);
         let handle = ClockHandle::from(clock);
         assert_eq!(handle.epoch_converter()(500_000_000), 1_500);
+    }
+
+    #[test]
+    fn coarse_system_time_follows_the_precise_one() {
+        let clock = ClockHandle::System;
+        assert!(clock.has_coarse_time());
+        let before = clock.nanos();
+        let coarse = clock.coarse_nanos();
+        assert!(
+            coarse > 0,
+            "the first reading is stored before the ticker starts"
+        );
+        assert!(coarse <= clock.nanos());
+        // It moves: wait (bounded) for a tick past `before`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while clock.coarse_nanos() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the coarse clock never ticked"
+            );
+            std::thread::yield_now();
+        }
+        let manual = ClockHandle::from(ManualClock::new());
+        assert_eq!(manual.coarse_nanos(), manual.nanos());
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub const DEFAULT_MINIMUM_NUMBER_OF_CALLS: u32 = 100;
 pub const DEFAULT_PERMITTED_CALLS_IN_HALF_OPEN: u32 = 10;
 /// Default wait in OPEN before probing.
 pub const DEFAULT_WAIT_IN_OPEN: Duration = Duration::from_secs(60);
+/// The smallest slow-call duration threshold judged on the coarse clock (the system clock's
+/// time as of its last [`COARSE_TICK`](crate::clock::COARSE_TICK), one load from memory): at
+/// 20 ticks the judgement is within 5 %. Smaller thresholds, and calls whose durations are
+/// recorded ([`ConfigBuilder::record_call_durations`]), are timed on the precise clock.
+pub const COARSE_TIMING_MIN_THRESHOLD: Duration = Duration::from_millis(20);
 /// Largest count-based window.
 pub const MAX_COUNT_WINDOW: u32 = 1_000_000;
 /// Largest time-based window, in seconds.
@@ -128,6 +133,7 @@ pub struct Config {
     pub(crate) state_after_max_wait_in_half_open: State,
     pub(crate) wait_in_open: WaitInOpen,
     pub(crate) automatic_transition_to_half_open: bool,
+    pub(crate) record_call_durations: bool,
     pub(crate) health: HealthMode,
 }
 
@@ -148,6 +154,7 @@ impl Default for Config {
             state_after_max_wait_in_half_open: State::Open,
             wait_in_open: WaitInOpen::Fixed(DEFAULT_WAIT_IN_OPEN),
             automatic_transition_to_half_open: false,
+            record_call_durations: false,
             health: HealthMode::Report,
         }
     }
@@ -266,14 +273,26 @@ impl Config {
     pub fn automatic_transition_to_half_open(&self) -> bool {
         self.automatic_transition_to_half_open
     }
+    /// Whether every call's duration is measured precisely and kept in the breaker's
+    /// histogram.
+    pub fn record_call_durations(&self) -> bool {
+        self.record_call_durations
+    }
     /// How the breaker's health is reported.
     pub fn health(&self) -> HealthMode {
         self.health
     }
 
-    /// Whether calls must be timed (a slow-call policy is on).
+    /// Whether calls must be timed (a slow-call policy is on, or durations are recorded).
     pub(crate) fn needs_timing(&self) -> bool {
-        self.slow_call_rate_threshold.is_some()
+        self.slow_call_rate_threshold.is_some() || self.record_call_durations
+    }
+
+    /// Whether timing can use the coarse clock: only slow calls are judged, on a threshold of
+    /// at least [`COARSE_TIMING_MIN_THRESHOLD`].
+    pub(crate) fn coarse_timing(&self) -> bool {
+        !self.record_call_durations
+            && self.slow_call_duration_threshold >= COARSE_TIMING_MIN_THRESHOLD
     }
 
     /// The serde view used in snapshots and the ops API (camelCase, durations in ms, thresholds
@@ -314,6 +333,7 @@ impl Config {
             wait_in_open_multiplier: multiplier,
             wait_in_open_jitter: jitter,
             automatic_transition_to_half_open: self.automatic_transition_to_half_open,
+            record_call_durations: self.record_call_durations,
             health: self.health,
         }
     }
@@ -341,6 +361,7 @@ pub struct ConfigView {
     pub wait_in_open_multiplier: f64,
     pub wait_in_open_jitter: f64,
     pub automatic_transition_to_half_open: bool,
+    pub record_call_durations: bool,
     pub health: HealthMode,
 }
 
@@ -435,6 +456,14 @@ impl ConfigBuilder {
     /// Move OPEN to HALF_OPEN on a timer, without waiting for a call.
     pub fn automatic_transition_to_half_open(mut self, on: bool) -> Self {
         self.config.automatic_transition_to_half_open = on;
+        self
+    }
+    /// Measure every call's duration on the precise clock and keep it in the breaker's
+    /// histogram ([`CircuitBreaker::duration_histogram`](crate::CircuitBreaker::duration_histogram),
+    /// the `call_duration` metrics). Off by default: a slow-call policy alone times calls on the
+    /// coarse clock and keeps no histogram, which costs a call about as much as no timing.
+    pub fn record_call_durations(mut self, on: bool) -> Self {
+        self.config.record_call_durations = on;
         self
     }
     /// How health is reported.

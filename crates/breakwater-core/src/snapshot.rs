@@ -32,8 +32,8 @@ pub struct Snapshot {
     pub consecutive_successes: u64,
     /// When the latest failure was recorded (ms since the epoch).
     pub last_failure_time: Option<u64>,
-    /// When the latest success was recorded (ms since the epoch). Exact when calls are timed;
-    /// otherwise refreshed on the first success after a failure.
+    /// When the latest success was recorded (ms since the epoch). Exact when call durations are
+    /// recorded; otherwise refreshed on the first success after a failure (and on slow ones).
     pub last_success_time: Option<u64>,
     /// When the breaker last opened (ms since the epoch).
     pub opened_at: Option<u64>,

@@ -169,6 +169,34 @@ fn slow_calls_are_timed_on_the_clock() {
 }
 
 #[test]
+fn slow_calls_are_judged_without_a_histogram_unless_durations_are_recorded() {
+    for record in [false, true] {
+        let (cb, clock) = breaker(
+            Config::builder()
+                .no_failure_rate_threshold()
+                .slow_call_rate_threshold(50.0)
+                .slow_call_duration_threshold(100 * MS)
+                .sliding_window(SlidingWindow::Count(4))
+                .minimum_number_of_calls(4)
+                .record_call_durations(record),
+        );
+        for ms in [10, 100, 101, 250] {
+            let p = cb.try_acquire().unwrap();
+            assert!(p.is_timed());
+            clock.advance(ms * MS);
+            assert_eq!(p.elapsed(), Some(ms * MS));
+            p.success();
+        }
+        let s = cb.snapshot();
+        assert_eq!(s.slow_calls, 2, "strictly longer than 100 ms");
+        assert_eq!(s.state, State::Open, "2 of 4 slow");
+        let h = cb.duration_histogram();
+        assert_eq!(h.count, if record { 4 } else { 0 });
+        assert_eq!(cb.config().record_call_durations(), record);
+    }
+}
+
+#[test]
 fn without_a_slow_policy_calls_are_not_timed() {
     let (cb, _) = breaker(rate(10, 10));
     let p = cb.try_acquire().unwrap();
@@ -791,6 +819,7 @@ fn transitions_and_timed_durations_are_counted_until_a_reset() {
             .consecutive_failures(2)
             .slow_call_rate_threshold(100.0)
             .slow_call_duration_threshold(SEC)
+            .record_call_durations(true)
             .permitted_calls_in_half_open(1)
             .wait_in_open(10 * SEC),
     );
