@@ -12,6 +12,8 @@
 //! `run_map_response_only` is a layer that only changes the response body type, for scale;
 //! `run_floor` and `run_floor_owned` are the least a breaker layer can do (`support/floor.rs`);
 //! `run_layer_keyed` is the per-endpoint layer on one live key (the path);
+//! `run_engine_slow_call_timing` is acquire + success under a slow-call policy (coarse clock),
+//! `run_engine_recorded_durations` the same with the duration histogram (precise clock);
 //! `run_*body*` and `run_fallback_and_breaker` send requests with an `Empty` body.
 
 use std::convert::Infallible;
@@ -129,6 +131,27 @@ fn run_engine_permit(cb: &CircuitBreaker) {
     }
 }
 
+#[inline(never)]
+fn run_engine_slow_call_timing(cb: &CircuitBreaker) {
+    // A body of its own, so the linker does not fold it into `run_engine_permit`.
+    black_box("slow-call timing");
+    for _ in 0..CALLS {
+        if let Ok(p) = cb.try_acquire() {
+            p.success();
+        }
+    }
+}
+
+#[inline(never)]
+fn run_engine_recorded_durations(cb: &CircuitBreaker) {
+    black_box("recorded durations");
+    for _ in 0..CALLS {
+        if let Ok(p) = cb.try_acquire() {
+            p.success();
+        }
+    }
+}
+
 fn main() {
     let uri: Uri = "/k0".parse().unwrap();
     let inner = tower::service_fn(|_req: Request<()>| {
@@ -152,6 +175,12 @@ fn main() {
     let mut keyed = CircuitBreakerLayer::keyed(family, path_key).layer(inner);
     run_layer_keyed(&mut keyed, &uri);
     run_engine_permit(&cb);
+    let slow = Config::builder()
+        .slow_call_rate_threshold(100.0)
+        .slow_call_duration_threshold(std::time::Duration::from_secs(60));
+    run_engine_slow_call_timing(&CircuitBreaker::new("timed", slow.clone().build().unwrap()));
+    let recorded = slow.record_call_durations(true).build().unwrap();
+    run_engine_recorded_durations(&CircuitBreaker::new("recorded", recorded));
     let plain = tower::service_fn(|x: u64| std::future::ready(Ok::<u64, Infallible>(x)));
     let mut bare_u64 = plain;
     run_bare_u64_service(&mut bare_u64);

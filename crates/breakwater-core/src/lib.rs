@@ -57,6 +57,7 @@ pub mod clock;
 pub mod config;
 mod error;
 pub mod event;
+mod policy;
 mod registry;
 mod snapshot;
 mod state;

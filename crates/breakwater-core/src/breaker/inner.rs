@@ -1,0 +1,615 @@
+//! The breaker's shared state, its state word and transitions, and how outcomes are recorded.
+//!
+//! In CLOSED, acquiring is one atomic load and recording a success is one `fetch_add` (plus a
+//! read of the ring slot it lands on). Every other path (failures that may trip, OPEN,
+//! HALF_OPEN, transitions) is off the hot path; transitions are serialised by a mutex the hot
+//! path never touches.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use super::half_open::{HalfOpen, Issue};
+use super::permit::Outcome;
+use super::timing::{TIMING_OFF, TIMING_RECORDED, UNTIMED, timing_of};
+use crate::clock::{Clock, ClockHandle, saturating_nanos};
+use crate::config::{Config, SlidingWindow};
+use crate::error::CallNotPermitted;
+use crate::event::{Event, EventHub, EventKind};
+use crate::policy::{Decision, Tuning};
+use crate::state::{
+    CLOSED, DISABLED, FORCED_OPEN, HALF_OPEN, METRICS_ONLY, OPEN, State, Trigger, generation_of,
+    pack, state_of,
+};
+use crate::stats::{Histogram, TransitionCount};
+use crate::window::count::{CountWindow, Padded};
+use crate::window::time::TimeWindow;
+use crate::window::{Call, Counts, Window};
+
+/// The read-mostly part, on its own cache line.
+#[derive(Debug)]
+pub(super) struct Hot {
+    pub(super) state: AtomicU64,
+    /// `TIMING_*`.
+    pub(super) timing: AtomicU8,
+    /// Monotonic nanos: end of the wait in OPEN (written before OPEN is published).
+    pub(super) open_until: AtomicU64,
+    /// Monotonic nanos: when HALF_OPEN was entered (written before it is published).
+    pub(super) half_open_since: AtomicU64,
+    pub(super) consecutive_failures: AtomicU64,
+    pub(super) tuning: Tuning,
+}
+
+/// Lifetime counters and times, on their own cache line.
+#[derive(Debug, Default)]
+pub(super) struct Lifetime {
+    pub(super) failures: AtomicU64,
+    /// Calls recorded outside the count window (HALF_OPEN, time windows).
+    pub(super) other_calls: AtomicU64,
+    /// The count window's lifetime calls at the last reset.
+    pub(super) window_base: AtomicU64,
+    pub(super) slow_calls: AtomicU64,
+    pub(super) ignored: AtomicU64,
+    pub(super) not_permitted: AtomicU64,
+    /// `not_permitted` when the current state was entered.
+    pub(super) not_permitted_base: AtomicU64,
+    pub(super) circuit_opens: AtomicU64,
+    /// Successes at the latest failure.
+    pub(super) success_mark: AtomicU64,
+    /// Monotonic nanos + 1; 0 for never.
+    pub(super) last_failure: AtomicU64,
+    pub(super) last_success: AtomicU64,
+    pub(super) opened_at: AtomicU64,
+    /// Durations of timed calls.
+    pub(super) durations: Histogram,
+}
+
+/// State guarded by the transition lock.
+#[derive(Debug)]
+pub(super) struct Control {
+    pub(super) config: Config,
+    /// Consecutive openings since the breaker last closed (drives the backoff).
+    pub(super) open_attempts: u32,
+    /// Transitions by (from, to, trigger), since creation or the last reset.
+    pub(super) transitions: Vec<TransitionCount>,
+}
+
+pub(crate) struct Inner {
+    pub(super) hot: Padded<Hot>,
+    pub(super) half_open: Padded<HalfOpen>,
+    pub(super) window: Window,
+    pub(super) life: Padded<Lifetime>,
+    pub(super) name: Arc<str>,
+    pub(super) clock: ClockHandle,
+    pub(super) hub: Arc<EventHub>,
+    pub(super) control: Mutex<Control>,
+    pub(super) created_at: u64,
+    pub(super) me: Weak<Inner>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inner").field("name", &self.name).finish()
+    }
+}
+
+impl Inner {
+    pub(super) fn new(
+        name: Arc<str>,
+        config: Config,
+        clock: ClockHandle,
+        hub: Arc<EventHub>,
+    ) -> Arc<Inner> {
+        let window = match config.sliding_window {
+            SlidingWindow::Count(n) => Window::Count(CountWindow::new(n)),
+            SlidingWindow::Time(d) => Window::Time(TimeWindow::new(d.as_secs())),
+        };
+        let created_at = clock.nanos();
+        Arc::new_cyclic(|me| Inner {
+            hot: Padded(Hot {
+                state: AtomicU64::new(pack(CLOSED, 0)),
+                timing: AtomicU8::new(timing_of(&config, &clock)),
+                open_until: AtomicU64::new(0),
+                half_open_since: AtomicU64::new(0),
+                consecutive_failures: AtomicU64::new(0),
+                tuning: Tuning::new(&config),
+            }),
+            half_open: Padded(HalfOpen::default()),
+            window,
+            life: Padded(Lifetime::default()),
+            name,
+            clock,
+            hub,
+            control: Mutex::new(Control {
+                config,
+                open_attempts: 0,
+                transitions: Vec::new(),
+            }),
+            created_at,
+            me: me.clone(),
+        })
+    }
+}
+
+impl Inner {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[inline(always)]
+    pub(super) fn acquire(&self) -> Result<(u64, u64), CallNotPermitted> {
+        let hot = &self.hot.0;
+        let word = hot.state.load(Ordering::Acquire);
+        match state_of(word) {
+            CLOSED | METRICS_ONLY => {
+                let timing = hot.timing.load(Ordering::Relaxed);
+                let started = if timing == TIMING_OFF {
+                    UNTIMED
+                } else {
+                    self.start(timing)
+                };
+                Ok((word, started))
+            }
+            DISABLED => Ok((word, UNTIMED)),
+            _ => self.acquire_slow(word),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self, mut word: u64) -> Result<(u64, u64), CallNotPermitted> {
+        let hot = &self.hot.0;
+        loop {
+            match state_of(word) {
+                OPEN => {
+                    let now = self.clock.nanos();
+                    let until = hot.open_until.load(Ordering::Acquire);
+                    if now > until {
+                        self.transition(word, HALF_OPEN, Trigger::Timer);
+                        word = hot.state.load(Ordering::Acquire);
+                        continue;
+                    }
+                    return Err(self.reject(State::Open, Some(Duration::from_nanos(until - now))));
+                }
+                HALF_OPEN => {
+                    let max = hot.tuning.max_half_open_nanos.load(Ordering::Relaxed);
+                    let now = self.clock.nanos();
+                    let since = hot.half_open_since.load(Ordering::Acquire);
+                    if max != 0 && now >= since.saturating_add(max) {
+                        let to = self.lock().config.state_after_max_wait_in_half_open.code();
+                        self.transition(word, to, Trigger::Timer);
+                        word = hot.state.load(Ordering::Acquire);
+                        continue;
+                    }
+                    let permitted = hot.tuning.permitted.load(Ordering::Relaxed);
+                    match self.half_open.0.issue(generation_of(word), permitted) {
+                        Issue::Issued => {
+                            let started = match hot.timing.load(Ordering::Relaxed) {
+                                TIMING_OFF => UNTIMED,
+                                _ => now,
+                            };
+                            return Ok((word, started));
+                        }
+                        Issue::Full => return Err(self.reject(State::HalfOpen, None)),
+                        Issue::Stale => {}
+                    }
+                    // The half-open generation moved on under us: look again.
+                    let next = hot.state.load(Ordering::Acquire);
+                    if next == word {
+                        // The word is published after the half-open counters, so this is
+                        // transient; treat it as a rejection rather than spin.
+                        return Err(self.reject(State::HalfOpen, None));
+                    }
+                    word = next;
+                }
+                FORCED_OPEN => return Err(self.reject(State::ForcedOpen, None)),
+                _ => return self.acquire(),
+            }
+        }
+    }
+
+    #[cold]
+    fn reject(&self, state: State, retry_after: Option<Duration>) -> CallNotPermitted {
+        self.life.0.not_permitted.fetch_add(1, Ordering::Relaxed);
+        if self.hub.is_active() {
+            self.emit(EventKind::CallNotPermitted { state });
+        }
+        CallNotPermitted { state, retry_after }
+    }
+
+    #[inline]
+    pub(super) fn emit(&self, kind: EventKind) {
+        if self.hub.is_active() {
+            self.hub.emit(Event {
+                circuit: self.name.clone(),
+                at: self.clock.epoch_millis(),
+                kind,
+            });
+        }
+    }
+
+    /// Moves from the state in `expected` (same generation) to `to`. False if the breaker had
+    /// already moved on.
+    pub(super) fn transition(&self, expected: u64, to: u64, trigger: Trigger) -> bool {
+        let mut ctl = self.lock();
+        if self.hot.0.state.load(Ordering::Acquire) != expected {
+            return false;
+        }
+        self.enter(&mut ctl, expected, to, trigger, None);
+        true
+    }
+
+    /// Enters `to` from the state word `cur`, under the transition lock.
+    pub(super) fn enter(
+        &self,
+        ctl: &mut Control,
+        cur: u64,
+        to: u64,
+        trigger: Trigger,
+        until: Option<u64>,
+    ) {
+        let hot = &self.hot.0;
+        let l = &self.life.0;
+        let from = state_of(cur);
+        count_transition(&mut ctl.transitions, from, to, trigger);
+        let generation = generation_of(cur) + 1;
+        let now = self.clock.nanos();
+        match to {
+            OPEN => {
+                ctl.open_attempts = ctl.open_attempts.saturating_add(1);
+                let until = until.unwrap_or_else(|| {
+                    let wait = ctl.config.wait_in_open.wait_for(ctl.open_attempts);
+                    now.saturating_add(saturating_nanos(wait))
+                });
+                hot.open_until.store(until, Ordering::Release);
+                l.opened_at.store(now.saturating_add(1), Ordering::Relaxed);
+                l.circuit_opens.fetch_add(1, Ordering::Relaxed);
+            }
+            HALF_OPEN => {
+                self.window.clear();
+                self.half_open.0.enter(generation);
+                hot.half_open_since.store(now, Ordering::Release);
+            }
+            CLOSED => {
+                self.window.clear();
+                hot.consecutive_failures.store(0, Ordering::Relaxed);
+                ctl.open_attempts = 0;
+            }
+            _ => self.window.clear(),
+        }
+        if to != HALF_OPEN {
+            self.half_open.0.retire(from, to, generation);
+        }
+        if to != OPEN {
+            l.not_permitted_base
+                .store(l.not_permitted.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        let word = pack(to, generation);
+        hot.state.store(word, Ordering::Release);
+
+        if to == OPEN && ctl.config.automatic_transition_to_half_open {
+            let me = self.me.clone();
+            let at = hot.open_until.load(Ordering::Relaxed);
+            self.clock.schedule(
+                Duration::from_nanos(at),
+                Box::new(move || {
+                    if let Some(inner) = me.upgrade() {
+                        inner.transition(word, HALF_OPEN, Trigger::Timer);
+                    }
+                }),
+            );
+        }
+        if to == HALF_OPEN
+            && let Some(max) = ctl.config.max_wait_in_half_open
+        {
+            let me = self.me.clone();
+            let after = ctl.config.state_after_max_wait_in_half_open.code();
+            self.clock.schedule(
+                Duration::from_nanos(now).saturating_add(max),
+                Box::new(move || {
+                    if let Some(inner) = me.upgrade() {
+                        inner.transition(word, after, Trigger::Timer);
+                    }
+                }),
+            );
+        }
+        if from != to {
+            self.emit(EventKind::StateTransition {
+                from: State::from_code(from),
+                to: State::from_code(to),
+                trigger,
+            });
+        }
+    }
+
+    /// Records the outcome of a permit issued with state word `word`.
+    #[inline(always)]
+    pub(super) fn record(
+        &self,
+        word: u64,
+        started: u64,
+        outcome: Outcome,
+        duration: Option<Duration>,
+    ) {
+        // The hot path: a success in CLOSED or METRICS_ONLY on a count window, untimed or timed
+        // (without a histogram) and not slow.
+        if outcome == Outcome::Success
+            && duration.is_none()
+            && (state_of(word) == CLOSED || state_of(word) == METRICS_ONLY)
+            && let Window::Count(w) = &self.window
+            && (started == UNTIMED || self.fast_within_threshold(started))
+        {
+            let hot = &self.hot.0;
+            // An outcome from an older generation is dropped.
+            if hot.state.load(Ordering::Acquire) != word {
+                return;
+            }
+            // Read before the `fetch_add`, which orders every later load behind it.
+            let stamp = hot.consecutive_failures.load(Ordering::Relaxed) != 0
+                || self.life.0.last_success.load(Ordering::Relaxed) == 0;
+            let packed = w.record_packed(Call::Success);
+            if stamp {
+                self.first_success_after_failure();
+            }
+            if CountWindow::any_bad(packed) && state_of(word) == CLOSED {
+                self.judge_after_success(word, w.counts_of(packed));
+            }
+            return;
+        }
+        self.record_general(word, started, outcome, duration);
+    }
+
+    /// Whether a timed call that kept no histogram took no longer than the slow-call threshold.
+    #[inline(always)]
+    fn fast_within_threshold(&self, started: u64) -> bool {
+        let hot = &self.hot.0;
+        hot.timing.load(Ordering::Relaxed) != TIMING_RECORDED
+            && self.elapsed(started).1 <= hot.tuning.slow_nanos.load(Ordering::Relaxed)
+    }
+
+    /// Resets the consecutive failures and stamps the success time.
+    #[cold]
+    fn first_success_after_failure(&self) {
+        self.hot.0.consecutive_failures.store(0, Ordering::Relaxed);
+        self.stamp_success(UNTIMED);
+    }
+
+    /// A success landed in a window holding failed or slow calls: the rate may still trip.
+    #[inline(never)]
+    fn judge_after_success(&self, word: u64, counts: Counts) {
+        if let Some(trigger) = self.hot.0.tuning.judge(counts) {
+            self.transition(word, OPEN, trigger);
+        }
+    }
+
+    /// Every other outcome: failures, timed calls, HALF_OPEN, time windows, ignored.
+    #[inline(never)]
+    fn record_general(
+        &self,
+        word: u64,
+        started: u64,
+        outcome: Outcome,
+        duration: Option<Duration>,
+    ) {
+        let st = state_of(word);
+        if outcome == Outcome::Ignored {
+            self.ignore(word);
+            return;
+        }
+        if st == DISABLED {
+            return;
+        }
+        let failed = outcome == Outcome::Failure;
+        // Duration: given, or measured when timing is on.
+        let mut now = UNTIMED;
+        let duration = match duration {
+            Some(d) => Some(saturating_nanos(d)),
+            None if started != UNTIMED => {
+                let (at, d) = self.elapsed(started);
+                now = at;
+                Some(d)
+            }
+            None => None,
+        };
+        let slow = match duration {
+            Some(d) => {
+                if self.hot.0.timing.load(Ordering::Relaxed) == TIMING_RECORDED {
+                    self.life.0.durations.observe(d);
+                }
+                d > self.hot.0.tuning.slow_nanos.load(Ordering::Relaxed)
+            }
+            None => false,
+        };
+        let call = Call::new(failed, slow);
+        if st == HALF_OPEN {
+            self.record_half_open(word, call, duration);
+            return;
+        }
+        // CLOSED or METRICS_ONLY. An outcome from an older generation is dropped. The check and
+        // the record are two steps without a lock: an outcome whose thread is preempted between
+        // them while another thread makes a transition can land in the new window. HALF_OPEN
+        // accounting has no such gap (its word carries the generation).
+        let hot = &self.hot.0;
+        if hot.state.load(Ordering::Acquire) != word {
+            return;
+        }
+        let counts = match &self.window {
+            Window::Count(w) => Some(w.record(call)),
+            Window::Time(w) => {
+                if now == UNTIMED {
+                    now = self.clock.nanos();
+                }
+                self.life.0.other_calls.fetch_add(1, Ordering::Relaxed);
+                w.record(now, call)
+            }
+        };
+        let mut trigger = None;
+        if failed {
+            let consecutive = self.on_failure(now, duration);
+            let n = hot.tuning.consecutive.load(Ordering::Relaxed);
+            if n != 0 && consecutive >= n {
+                trigger = Some(Trigger::ConsecutiveFailures);
+            }
+        } else {
+            if hot.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                hot.consecutive_failures.store(0, Ordering::Relaxed);
+                self.stamp_success(now);
+            } else if now != UNTIMED {
+                self.life
+                    .0
+                    .last_success
+                    .store(now.saturating_add(1), Ordering::Relaxed);
+            } else if self.life.0.last_success.load(Ordering::Relaxed) == 0 {
+                self.stamp_success(now);
+            }
+        }
+        if slow {
+            self.on_slow(duration);
+        }
+        if st != CLOSED {
+            return;
+        }
+        if trigger.is_none()
+            && let Some(c) = counts
+            && (c.failed != 0 || c.slow != 0)
+        {
+            trigger = hot.tuning.judge(c);
+        }
+        if let Some(trigger) = trigger {
+            self.transition(word, OPEN, trigger);
+        }
+    }
+
+    #[cold]
+    fn stamp_success(&self, now: u64) {
+        let now = if now == UNTIMED {
+            self.clock.nanos()
+        } else {
+            now
+        };
+        self.life
+            .0
+            .last_success
+            .store(now.saturating_add(1), Ordering::Relaxed);
+    }
+
+    #[cold]
+    fn on_failure(&self, now: u64, duration: Option<u64>) -> u64 {
+        let l = &self.life.0;
+        let now = if now == UNTIMED {
+            self.clock.nanos()
+        } else {
+            now
+        };
+        l.failures.fetch_add(1, Ordering::Relaxed);
+        l.last_failure
+            .store(now.saturating_add(1), Ordering::Relaxed);
+        l.success_mark.store(self.successes(), Ordering::Relaxed);
+        self.emit(EventKind::Failure {
+            duration_ms: duration.map(Duration::from_nanos),
+        });
+        self.hot
+            .0
+            .consecutive_failures
+            .fetch_add(1, Ordering::AcqRel)
+            + 1
+    }
+
+    #[cold]
+    fn on_slow(&self, duration: Option<u64>) {
+        self.life.0.slow_calls.fetch_add(1, Ordering::Relaxed);
+        self.emit(EventKind::SlowCall {
+            duration_ms: Duration::from_nanos(duration.unwrap_or(0)),
+        });
+    }
+
+    #[cold]
+    fn record_half_open(&self, word: u64, call: Call, duration: Option<u64>) {
+        let hot = &self.hot.0;
+        let rules = hot.tuning.probe_rules();
+        let Some(decision) = self.half_open.0.report(generation_of(word), call, &rules) else {
+            return;
+        };
+        let l = &self.life.0;
+        l.other_calls.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.nanos();
+        if call.is_failure() {
+            self.on_failure(now, duration);
+        } else {
+            hot.consecutive_failures.store(0, Ordering::Relaxed);
+            l.last_success
+                .store(now.saturating_add(1), Ordering::Relaxed);
+        }
+        if call.is_slow() {
+            self.on_slow(duration);
+        }
+        match decision {
+            Decision::None => {}
+            Decision::Close => {
+                self.transition(word, CLOSED, Trigger::Probe);
+            }
+            Decision::Reopen(trigger) => {
+                self.transition(word, OPEN, trigger);
+            }
+        }
+    }
+
+    /// An ignored outcome: nothing recorded, a half-open permit given back.
+    #[cold]
+    fn ignore(&self, word: u64) {
+        self.life.0.ignored.fetch_add(1, Ordering::Relaxed);
+        self.release(word);
+        self.emit(EventKind::Ignored);
+    }
+
+    /// A permit dropped without an outcome: gives a half-open permit back, counts nothing.
+    #[inline(always)]
+    pub(super) fn release(&self, word: u64) {
+        if state_of(word) == HALF_OPEN {
+            self.release_half_open(word);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn release_half_open(&self, word: u64) {
+        self.half_open.0.release(generation_of(word));
+    }
+
+    pub(super) fn window_calls(&self) -> u64 {
+        match &self.window {
+            Window::Count(w) => w
+                .lifetime_calls()
+                .saturating_sub(self.life.0.window_base.load(Ordering::Relaxed)),
+            Window::Time(_) => 0,
+        }
+    }
+
+    pub(super) fn successes(&self) -> u64 {
+        let l = &self.life.0;
+        (self.window_calls() + l.other_calls.load(Ordering::Relaxed))
+            .saturating_sub(l.failures.load(Ordering::Relaxed))
+    }
+}
+
+pub(super) fn count_transition(
+    counts: &mut Vec<TransitionCount>,
+    from: u64,
+    to: u64,
+    trigger: Trigger,
+) {
+    let (from, to) = (State::from_code(from), State::from_code(to));
+    match counts
+        .iter_mut()
+        .find(|c| c.from == from && c.to == to && c.trigger == trigger)
+    {
+        Some(c) => c.count += 1,
+        None => counts.push(TransitionCount {
+            from,
+            to,
+            trigger,
+            count: 1,
+        }),
+    }
+}
