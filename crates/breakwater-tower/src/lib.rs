@@ -9,6 +9,8 @@
 #[macro_use]
 mod macros;
 
+mod admission;
+
 pub mod circuit_breaker;
 pub mod classify;
 mod error;

@@ -34,6 +34,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::admission::{Admission, permit_of};
 use crate::error::{BoxError, CircuitOpen};
 
 /// Decides the outcome of a result: `Ok` → success, an inner circuit's rejection → ignored, any
@@ -103,7 +104,7 @@ impl<S, C: Clone> Layer<S> for ResultBreakerLayer<C> {
             inner,
             breaker: self.breaker.clone(),
             classify: self.classify.clone(),
-            refused: None,
+            admission: Admission::new(),
         }
     }
 }
@@ -111,13 +112,17 @@ impl<S, C: Clone> Layer<S> for ResultBreakerLayer<C> {
 /// Middleware that sends every call through one circuit breaker and records its result; an open
 /// circuit fails the call with [`CircuitOpen`] without calling the inner service (and without
 /// waiting for its readiness).
+///
+/// The next call's permit is taken in `poll_ready`, as in
+/// [`CircuitBreakerService`](crate::CircuitBreakerService): a HALF_OPEN probe permit is kept
+/// while the inner service is not ready, a CLOSED one is given back and taken again once it is.
 #[must_use]
 pub struct ResultBreaker<S, C = ErrorsAsFailures> {
     inner: S,
     breaker: CircuitBreaker,
     classify: C,
-    /// Set in `poll_ready` when the circuit refuses; the next `call` fails with it.
-    refused: Option<Box<CircuitOpen>>,
+    /// The next call's permit or refusal, decided in `poll_ready` (per clone).
+    admission: Admission,
 }
 
 impl<S: fmt::Debug, C> fmt::Debug for ResultBreaker<S, C> {
@@ -135,7 +140,7 @@ impl<S: Clone, C: Clone> Clone for ResultBreaker<S, C> {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
             classify: self.classify.clone(),
-            refused: None,
+            admission: Admission::new(),
         }
     }
 }
@@ -156,34 +161,27 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.refused.is_some() {
+        if self.admission.undecided() {
+            self.admission.decide(Some(permit_of(&self.breaker)));
+        }
+        if self.admission.refused() {
             return Poll::Ready(Ok(()));
         }
-        if !self.breaker.state().allows_calls()
-            && let Err(r) = self.breaker.try_acquire()
-        {
-            self.refused = Some(Box::new(CircuitOpen::new(&self.breaker, r)));
-            return Poll::Ready(Ok(()));
-        }
-        self.inner.poll_ready(cx).map_err(Into::into)
+        let ready = self.inner.poll_ready(cx).map_err(Into::into);
+        self.admission.inner_ready(ready)
     }
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        if let Some(open) = self.refused.take() {
-            return ResultFuture::refused(open, self.classify.clone());
-        }
-        match self.breaker.try_acquire_owned() {
+        let breaker = &self.breaker;
+        match self.admission.take_or(|| permit_of(breaker)) {
             Ok(permit) => ResultFuture {
                 inner: Some(self.inner.call(req)),
                 permit: Some(permit),
                 classify: self.classify.clone(),
                 refused: None,
             },
-            Err(r) => ResultFuture::refused(
-                Box::new(CircuitOpen::new(&self.breaker, r)),
-                self.classify.clone(),
-            ),
+            Err(open) => ResultFuture::refused(Box::new(open), self.classify.clone()),
         }
     }
 }

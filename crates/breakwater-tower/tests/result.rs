@@ -115,3 +115,67 @@ async fn a_classifier_can_ignore_errors_and_inner_rejections_are_ignored() {
     let s = outer.snapshot();
     assert_eq!((s.failures, s.ignored_calls), (5, 5));
 }
+
+/// A probe permit taken in `poll_ready` is kept while the inner service is not ready (as in
+/// the HTTP layer); a CLOSED one is given back, so a call that waited is judged when it goes.
+#[tokio::test]
+async fn poll_ready_keeps_a_probe_permit_while_the_inner_service_is_busy() {
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("db", config(), clock.clone());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (g, c) = (gate.clone(), calls.clone());
+    let svc = ServiceBuilder::new()
+        .layer(ResultBreakerLayer::new(cb.clone()))
+        .concurrency_limit(1)
+        .service_fn(move |hold: bool| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let g = g.clone();
+            async move {
+                if hold {
+                    g.notified().await;
+                }
+                Ok::<u32, BoxError>(1)
+            }
+        });
+    let mut cx = Context::from_waker(Waker::noop());
+
+    // One call holds the only slot of the inner service.
+    let held = tokio::spawn(svc.clone().oneshot(true));
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+
+    // CLOSED: the waiting clone gives its permit back; forced open meanwhile, it is refused.
+    let mut waiting = svc.clone();
+    assert!(waiting.poll_ready(&mut cx).is_pending());
+    cb.force_open();
+    assert!(matches!(waiting.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let e = waiting.call(false).await.unwrap_err();
+    assert!(e.is::<CircuitOpen>());
+    // Its inner service still waits in the limit's queue: dropping it leaves the queue.
+    drop(waiting);
+    cb.close();
+
+    // Tripped and past the wait: the waiting clone holds the one probe permit.
+    for _ in 0..2 {
+        cb.try_acquire().unwrap().failure();
+    }
+    clock.advance(Duration::from_secs(11));
+    let mut probe = svc.clone();
+    assert!(probe.poll_ready(&mut cx).is_pending());
+    assert_eq!(cb.state(), State::HalfOpen);
+    let other = cb.try_acquire().unwrap_err();
+    assert_eq!(other.state(), State::HalfOpen, "the probe permit is held");
+
+    gate.notify_one();
+    held.await.unwrap().unwrap();
+    probe.ready().await.unwrap();
+    assert_eq!(probe.call(false).await.unwrap(), 1);
+    assert_eq!(cb.state(), State::Closed);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the refused call never reached it"
+    );
+}

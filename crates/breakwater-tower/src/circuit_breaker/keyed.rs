@@ -3,6 +3,7 @@ use std::cell::Cell;
 use breakwater_core::{CircuitBreaker, KeyedFamily, OwnedPermit};
 use http::Request;
 
+use crate::admission::permit_of;
 use crate::error::CircuitOpen;
 
 mod sealed {
@@ -45,14 +46,6 @@ impl<B> BreakerSource<B> for Single {
     fn acquire_early(&mut self) -> Option<Result<OwnedPermit, CircuitOpen>> {
         Some(permit_of(&self.0))
     }
-}
-
-/// A permit from `breaker`, or its refusal as a [`CircuitOpen`].
-#[inline(always)]
-fn permit_of(breaker: &CircuitBreaker) -> Result<OwnedPermit, CircuitOpen> {
-    breaker
-        .try_acquire_owned()
-        .map_err(|r| CircuitOpen::new(breaker, r))
 }
 
 /// One breaker per key of a [`KeyedFamily`]; the key is written by a [`KeyFn`] into a buffer

@@ -1,5 +1,6 @@
 use std::marker::PhantomData;
 
+use crate::admission::Admission;
 use breakwater_core::{CircuitBreaker, KeyedFamily};
 use tower_http::classify::SharedClassifier;
 use tower_layer::Layer;
@@ -112,8 +113,7 @@ impl<S, K: Clone, M: Clone, O> Layer<S> for CircuitBreakerLayer<K, M, O> {
             inner,
             source: self.source.clone(),
             make_classifier: self.make_classifier.clone(),
-            permit: None,
-            refused: None,
+            admission: Admission::new(),
             _on_open: PhantomData,
         }
     }

@@ -9,8 +9,8 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::keyed::BreakerSource;
 use super::on_open::OnOpen;
+use crate::admission::Admission;
 use crate::classify::WatchEos;
-use crate::error::CircuitOpen;
 use breakwater_core::OwnedPermit;
 
 /// Middleware that sends each request through a circuit breaker.
@@ -20,8 +20,9 @@ use breakwater_core::OwnedPermit;
 /// dependency may never give. The next call's permit is taken in `poll_ready` (so `call` hands
 /// the request straight on); while the inner service is not ready, a HALF_OPEN probe permit is
 /// kept and a CLOSED one is given back and taken again once it is ready (so the call is judged
-/// by the state, and timed from, the moment it can go). A ready clone dropped without a call
-/// gives its permit back.
+/// by the state, and timed from, the moment it can go), as in
+/// [`ResultBreaker`](crate::ResultBreaker). A ready clone dropped without a call gives its
+/// permit back.
 /// Per-endpoint breakers depend on the request, so they are consulted in `call` (inline: the
 /// request is not moved once more on its way to the inner service).
 ///
@@ -32,11 +33,9 @@ pub struct CircuitBreakerService<S, K, M, O> {
     pub(crate) inner: S,
     pub(crate) source: K,
     pub(crate) make_classifier: M,
-    /// The next call's permit, taken in `poll_ready` (one breaker only). Per clone: readiness is
-    /// not shared.
-    pub(crate) permit: Option<OwnedPermit>,
-    /// The next call's refusal, decided in `poll_ready`.
-    pub(crate) refused: Option<Box<CircuitOpen>>,
+    /// The next call's permit or refusal, decided in `poll_ready` (one breaker only). Per
+    /// clone: readiness is not shared.
+    pub(crate) admission: Admission,
     pub(crate) _on_open: PhantomData<fn() -> O>,
 }
 
@@ -46,8 +45,7 @@ impl<S: Clone, K: Clone, M: Clone, O> Clone for CircuitBreakerService<S, K, M, O
             inner: self.inner.clone(),
             source: self.source.clone(),
             make_classifier: self.make_classifier.clone(),
-            permit: None,
-            refused: None,
+            admission: Admission::new(),
             _on_open: PhantomData,
         }
     }
@@ -83,30 +81,16 @@ where
 
     #[inline(always)]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.permit.is_none() && self.refused.is_none() {
-            let early = self.source.acquire_early();
-            self.keep(early);
+        if self.admission.undecided() {
+            self.admission.decide(self.source.acquire_early());
         }
-        if self.refused.is_some() {
-            // Refused: ready at once, the call fails fast and the inner service is left alone.
+        if self.admission.refused() {
             return Poll::Ready(Ok(()));
         }
-        match self.inner.poll_ready(cx) {
+        match self.admission.inner_ready(self.inner.poll_ready(cx)) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(O::error(e).0)),
-            Poll::Pending => {
-                // A permit that holds nothing back is taken again once the inner service is
-                // ready: a call admitted then is judged by the state at that time, and timed
-                // from then.
-                if self
-                    .permit
-                    .as_ref()
-                    .is_some_and(|p| p.state().allows_calls())
-                {
-                    self.permit = None;
-                }
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -119,12 +103,12 @@ where
                 Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
             };
         }
-        if self.permit.is_some() {
+        if self.admission.admitted() {
             // Admitted in `poll_ready`: the request goes straight in, and the permit is taken
             // only then.
             let classifier = self.make_classifier.make_classifier(&req);
             let future = self.inner.call(req);
-            let Some(permit) = self.permit.take() else {
+            let Some(permit) = self.admission.take_permit() else {
                 unreachable!("checked above")
             };
             return ResponseFuture::called(future, classifier, permit);
@@ -146,11 +130,8 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
         K: BreakerSource<ReqBody>,
         M: MakeClassifier,
     {
-        let acquired = match self.refused.take() {
-            Some(open) => Err(*open),
-            None => self.source.acquire(&req),
-        };
-        match acquired {
+        let source = &mut self.source;
+        match self.admission.take_or(|| source.acquire(&req)) {
             Ok(permit) => self.call_with(permit, req),
             Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
         }
@@ -169,18 +150,6 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
     {
         let classifier = self.make_classifier.make_classifier(&req);
         ResponseFuture::called(self.inner.call(req), classifier, permit)
-    }
-}
-
-impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
-    /// Keeps what `poll_ready` decided for the next call.
-    #[inline(always)]
-    fn keep(&mut self, acquired: Option<Result<OwnedPermit, CircuitOpen>>) {
-        match acquired {
-            Some(Ok(permit)) => self.permit = Some(permit),
-            Some(Err(open)) => self.refused = Some(Box::new(open)),
-            None => {}
-        }
     }
 }
 
