@@ -30,7 +30,7 @@ use axum::routing::{any, get, post};
 use breakwater::{Config, FamilyOptions, HealthMode, KeyedFamily, Registry, SlidingWindow};
 use breakwater_axum::OpsApi;
 use breakwater_tower::fallback::{FallbackLayer, StaleCache};
-use breakwater_tower::health::{HealthLayer, HealthRegistry, Probe};
+use breakwater_tower::health::{HealthRegistry, Probe};
 use breakwater_tower::{CircuitBreakerLayer, MethodAndRoute};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -342,6 +342,8 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         .expect("valid probe settings"),
     );
 
+    // The ops router answers `/health`, `/health/live` and `/health/ready` too, outside every
+    // breaker: force-opening the service breaker never locks operators out.
     let mut app = Router::new().nest("/api", api).merge(
         OpsApi::new(&registry)
             .health(health.clone())
@@ -355,7 +357,6 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
                 .with_state(sim.clone()),
         );
     }
-    let app = app.layer(HealthLayer::new(health.clone()));
 
     let listener = TcpListener::bind(options.listen).await?;
     let addr = listener.local_addr()?;

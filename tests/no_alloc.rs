@@ -280,3 +280,50 @@ fn an_axum_router_allocates_no_more_with_breakers_and_a_fallback_than_with_layer
     let with_noops = allocations_during(|| (0..100).for_each(|_| run(&plain)));
     assert_eq!(with_breakers, with_noops);
 }
+
+#[test]
+fn health_layer_for_axum_adds_no_allocation_to_a_routed_request() {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use breakwater::Registry;
+    use breakwater_tower::health::{HealthLayer, HealthRegistry};
+    use tower::ServiceExt;
+
+    let health = HealthRegistry::with_breakers(&Registry::new());
+    let routes = || Router::new().route("/items", get(|| async { "[]" }));
+    let held = std::sync::Arc::new(());
+    let noop = tower::util::MapResponseLayer::new(move |res: http::Response<Body>| {
+        let _ = &held;
+        res
+    });
+    let for_axum = routes().layer(HealthLayer::new(health.clone()).for_axum());
+    let either = routes().layer(HealthLayer::new(health.clone()));
+    let plain = routes().layer(noop);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let get = |app: &Router, path: &str| {
+        rt.block_on(async {
+            let req = http::Request::get(path).body(Body::empty()).unwrap();
+            app.clone().oneshot(req).await.unwrap()
+        })
+    };
+    let answer = get(&for_axum, "/health");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["content-type"],
+        breakwater_tower::health::HEALTH_JSON
+    );
+    for app in [&for_axum, &either, &plain] {
+        assert_eq!(get(app, "/items").status(), 200);
+    }
+    let count =
+        |app: &Router| allocations_during(|| (0..100).for_each(|_| drop(get(app, "/items"))));
+    let with_for_axum = count(&for_axum);
+    let with_either = count(&either);
+    let with_noop = count(&plain);
+    assert_eq!(with_for_axum, with_noop);
+    // Without it, axum boxes the `Either` body of every response.
+    assert_eq!(with_either, with_noop + 100);
+}

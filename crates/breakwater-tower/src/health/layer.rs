@@ -1,4 +1,5 @@
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,6 +29,11 @@ struct Paths {
 /// critical checks only, `/health/live` only that the process answers. Answers carry
 /// `Cache-Control: max-age=2`.
 ///
+/// In an axum app, [`OpsApi`](https://docs.rs/breakwater-axum)'s router answers the same paths
+/// and needs no `HealthLayer`; use the layer for hyper or tonic servers, or for an axum app
+/// without the ops API, with [`for_axum`](HealthLayer::for_axum) so that its responses carry
+/// axum's own `Body` (axum then boxes no response body once more).
+///
 /// ```
 /// use axum::{Router, routing::get};
 /// use breakwater_core::Registry;
@@ -36,14 +42,25 @@ struct Paths {
 /// let health = HealthRegistry::with_breakers(&Registry::new());
 /// let app: Router = Router::new()
 ///     .route("/", get(|| async { "hello" }))
-///     .layer(HealthLayer::new(health));
+///     .layer(HealthLayer::new(health).for_axum());
 /// # let _ = app;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use]
-pub struct HealthLayer {
+pub struct HealthLayer<A = ()> {
     registry: HealthRegistry,
     paths: Paths,
+    _answer: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for HealthLayer<A> {
+    fn clone(&self) -> Self {
+        Self {
+            registry: self.registry.clone(),
+            paths: self.paths.clone(),
+            _answer: PhantomData,
+        }
+    }
 }
 
 impl HealthLayer {
@@ -56,9 +73,23 @@ impl HealthLayer {
                 live: Arc::from("/health/live"),
                 ready: Arc::from("/health/ready"),
             },
+            _answer: PhantomData,
         }
     }
 
+    /// For an axum app: the responses carry axum's own `Body` (the inner service's passes
+    /// through as it is), instead of an `Either` that axum would box on every response.
+    #[cfg(feature = "axum")]
+    pub fn for_axum(self) -> HealthLayer<crate::ForAxum> {
+        HealthLayer {
+            registry: self.registry,
+            paths: self.paths,
+            _answer: PhantomData,
+        }
+    }
+}
+
+impl<A> HealthLayer<A> {
     /// Answers the full report on `path` instead of `/health`.
     pub fn health_path(mut self, path: &str) -> Self {
         self.paths.health = Arc::from(path);
@@ -78,29 +109,65 @@ impl HealthLayer {
     }
 }
 
-impl<S> Layer<S> for HealthLayer {
-    type Service = HealthService<S>;
+impl<S, A> Layer<S> for HealthLayer<A> {
+    type Service = HealthService<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         HealthService {
             inner,
             registry: self.registry.clone(),
             paths: self.paths.clone(),
+            _answer: PhantomData,
         }
     }
 }
 
 /// Middleware that answers health requests; see [`HealthLayer`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[must_use]
-pub struct HealthService<S> {
+pub struct HealthService<S, A = ()> {
     inner: S,
     registry: HealthRegistry,
     paths: Paths,
+    _answer: PhantomData<fn() -> A>,
 }
 
-impl<S> HealthService<S> {
+impl<S: Clone, A> Clone for HealthService<S, A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            registry: self.registry.clone(),
+            paths: self.paths.clone(),
+            _answer: PhantomData,
+        }
+    }
+}
+
+impl<S, A> HealthService<S, A> {
     define_inner_service_accessors!();
+
+    /// The future for `req`: the health answer, or the inner service's.
+    fn respond<ReqBody>(&mut self, req: Request<ReqBody>) -> ResponseFuture<S::Future, A>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let method = req.method();
+        if (method == Method::GET || method == Method::HEAD)
+            && let Some(report) = self.answer(req.uri().path())
+        {
+            let res = health_response(&report, method == Method::HEAD);
+            return ResponseFuture {
+                kind: Kind::Answer { res: Some(res) },
+                _answer: PhantomData,
+            };
+        }
+        ResponseFuture {
+            kind: Kind::Inner {
+                future: self.inner.call(req),
+            },
+            _answer: PhantomData,
+        }
+    }
 
     fn answer(&self, path: &str) -> Option<HealthReport> {
         if path == &*self.paths.health {
@@ -139,28 +206,34 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let method = req.method();
-        if (method == Method::GET || method == Method::HEAD)
-            && let Some(report) = self.answer(req.uri().path())
-        {
-            let res = health_response(&report, method == Method::HEAD);
-            return ResponseFuture {
-                kind: Kind::Answer { res: Some(res) },
-            };
-        }
-        ResponseFuture {
-            kind: Kind::Inner {
-                future: self.inner.call(req),
-            },
-        }
+        self.respond(req)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<S, ReqBody> Service<Request<ReqBody>> for HealthService<S, crate::ForAxum>
+where
+    S: Service<Request<ReqBody>, Response = Response<axum_core::body::Body>>,
+{
+    type Response = Response<axum_core::body::Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, crate::ForAxum>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        self.respond(req)
     }
 }
 
 pin_project! {
     /// Response future of [`HealthService`].
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, A = ()> {
         #[pin]
         kind: Kind<F>,
+        _answer: PhantomData<fn() -> A>,
     }
 }
 
@@ -172,7 +245,7 @@ pin_project! {
     }
 }
 
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+impl<F, A> std::fmt::Debug for ResponseFuture<F, A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
@@ -193,6 +266,24 @@ where
             KindProj::Inner { future } => {
                 future.poll(cx).map(|r| r.map(|res| res.map(Either::Right)))
             }
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+impl<F, E> Future for ResponseFuture<F, crate::ForAxum>
+where
+    F: Future<Output = Result<Response<axum_core::body::Body>, E>>,
+{
+    type Output = Result<Response<axum_core::body::Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Answer { res } => {
+                let res = res.take().expect("polled after completion");
+                Poll::Ready(Ok(res.map(axum_core::body::Body::new)))
+            }
+            KindProj::Inner { future } => future.poll(cx),
         }
     }
 }
