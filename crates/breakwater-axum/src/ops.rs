@@ -652,90 +652,21 @@ async fn probe_config(
     let Some(probe) = ops.health.probe(&name) else {
         return ApiError::not_found(format!("no probe named `{name}`")).into_response();
     };
-    const FIELDS: [&str; 6] = [
-        "intervalMs",
-        "timeoutMs",
-        "slowThresholdMs",
-        "failureThreshold",
-        "successThreshold",
-        "running",
-    ];
-    if let Some(unknown) = patch.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return ApiError::invalid_config(format!(
-            "invalid `{unknown}`: unknown field; known: {}",
-            FIELDS.join(", ")
-        ))
-        .into_response();
-    }
-    let ms = |k: &str| -> Result<Option<std::time::Duration>, ApiError> {
-        patch
-            .get(k)
-            .map(|v| {
-                v.as_u64()
-                    .map(std::time::Duration::from_millis)
-                    .ok_or_else(|| {
-                        ApiError::invalid_config(format!(
-                            "invalid `{k}`: must be a non-negative integer"
-                        ))
-                    })
-            })
-            .transpose()
+    // `running` starts or stops the probe; every other field is one of its settings.
+    let mut patch = patch;
+    let running = match patch.remove("running") {
+        None => None,
+        Some(Value::Bool(on)) => Some(on),
+        Some(_) => {
+            return ApiError::invalid_config("invalid `running`: must be true or false")
+                .into_response();
+        }
     };
-    let count = |k: &str| -> Result<Option<u32>, ApiError> {
-        patch
-            .get(k)
-            .map(|v| {
-                v.as_u64()
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| {
-                        ApiError::invalid_config(format!("invalid `{k}`: must be a count"))
-                    })
-            })
-            .transpose()
-    };
-    let parsed = (|| {
-        let running = match patch.get("running") {
-            None => None,
-            Some(v) => Some(v.as_bool().ok_or_else(|| {
-                ApiError::invalid_config("invalid `running`: must be true or false")
-            })?),
-        };
-        let slow = match patch.get("slowThresholdMs") {
-            Some(Value::Null) => Some(None),
-            Some(_) => Some(ms("slowThresholdMs")?),
-            None => None,
-        };
-        Ok::<_, ApiError>((
-            ms("intervalMs")?,
-            ms("timeoutMs")?,
-            slow,
-            count("failureThreshold")?,
-            count("successThreshold")?,
-            running,
-        ))
-    })();
-    let (interval, timeout, slow, failures, successes, running) = match parsed {
-        Ok(p) => p,
+    let settings = match config_patch::merge(&probe.settings(), &patch) {
+        Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let updated = probe.update(|s| {
-        if let Some(d) = interval {
-            s.interval = d;
-        }
-        if let Some(d) = timeout {
-            s.timeout = d;
-        }
-        if let Some(d) = slow {
-            s.slow_threshold = d;
-        }
-        if let Some(n) = failures {
-            s.failure_threshold = n;
-        }
-        if let Some(n) = successes {
-            s.success_threshold = n;
-        }
-    });
-    if let Err(e) = updated {
+    if let Err(e) = probe.update(|s| *s = settings) {
         return config_patch::probe_error(&e).into_response();
     }
     match running {

@@ -25,7 +25,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backoff::WaitInOpen;
 use crate::state::State;
@@ -70,7 +70,7 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 }
 
 /// How a breaker's health is reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthMode {
     /// Not reported at all.
@@ -299,34 +299,29 @@ impl Config {
     /// in percent).
     pub fn view(&self) -> ConfigView {
         let (window_type, window_size) = match self.sliding_window {
-            SlidingWindow::Count(n) => ("COUNT_BASED", n as u64),
-            SlidingWindow::Time(d) => ("TIME_BASED", d.as_secs()),
+            SlidingWindow::Count(n) => (WindowType::CountBased, n as u64),
+            SlidingWindow::Time(d) => (WindowType::TimeBased, d.as_secs()),
         };
         let (wait_ms, max_ms, multiplier, jitter) = match &self.wait_in_open {
-            WaitInOpen::Fixed(d) => (d.as_millis() as u64, d.as_millis() as u64, 1.0, 0.0),
+            WaitInOpen::Fixed(d) => (millis(*d), millis(*d), 1.0, 0.0),
             WaitInOpen::Exponential {
                 initial,
                 multiplier,
                 max,
                 jitter,
-            } => (
-                initial.as_millis() as u64,
-                max.as_millis() as u64,
-                *multiplier,
-                *jitter,
-            ),
+            } => (millis(*initial), millis(*max), *multiplier, *jitter),
         };
         ConfigView {
             failure_rate_threshold: self.failure_rate_threshold,
             slow_call_rate_threshold: self.slow_call_rate_threshold,
-            slow_call_duration_threshold_ms: self.slow_call_duration_threshold.as_millis() as u64,
+            slow_call_duration_threshold_ms: millis(self.slow_call_duration_threshold),
             consecutive_failures: self.consecutive_failures,
             sliding_window_type: window_type,
             sliding_window_size: window_size,
             minimum_number_of_calls: self.minimum_number_of_calls,
             permitted_calls_in_half_open: self.permitted_calls_in_half_open,
             success_threshold: self.success_threshold,
-            max_wait_in_half_open_ms: self.max_wait_in_half_open.map(|d| d.as_millis() as u64),
+            max_wait_in_half_open_ms: self.max_wait_in_half_open.map(millis),
             state_after_max_wait_in_half_open: self.state_after_max_wait_in_half_open,
             wait_in_open_ms: wait_ms,
             max_wait_in_open_ms: max_ms,
@@ -339,17 +334,54 @@ impl Config {
     }
 }
 
-/// The JSON shape of a [`Config`]: camelCase, durations in ms with an `Ms` suffix, thresholds in
-/// percent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A duration in whole milliseconds, a nonzero one under 1 ms counting as 1 (so that a view
+/// read back never turns a threshold into zero).
+fn millis(d: Duration) -> u64 {
+    match u64::try_from(d.as_millis()).unwrap_or(u64::MAX) {
+        0 if !d.is_zero() => 1,
+        ms => ms,
+    }
+}
+
+/// The kind of sliding window, as the JSON names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WindowType {
+    /// [`SlidingWindow::Count`]: the size is a number of calls.
+    CountBased,
+    /// [`SlidingWindow::Time`]: the size is seconds.
+    TimeBased,
+}
+
+/// The JSON shape of a [`Config`]: camelCase, durations in whole ms with an `Ms` suffix,
+/// thresholds in percent (`null` for a policy that is off). It is the one description of the
+/// fields: the ops API shows it, and a change at run time is this shape with some fields
+/// replaced, read back by [`to_config`](ConfigView::to_config) (unknown fields refused).
+///
+/// ```
+/// use breakwater_core::Config;
+///
+/// let config = Config::builder().failure_rate_threshold(25.0).build().unwrap();
+/// let mut view = config.view();
+/// assert_eq!(serde_json::to_value(&view).unwrap()["failureRateThreshold"], 25.0);
+/// view.failure_rate_threshold = None;
+/// view.consecutive_failures = Some(5);
+/// let changed = view.to_config().unwrap();
+/// assert_eq!(changed.failure_rate_threshold(), None);
+/// assert_eq!(changed.consecutive_failures(), Some(5));
+/// // Every change is validated again.
+/// view.consecutive_failures = None;
+/// assert_eq!(view.to_config().unwrap_err().field(), "failure_rate_threshold");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct ConfigView {
     pub failure_rate_threshold: Option<f32>,
     pub slow_call_rate_threshold: Option<f32>,
     pub slow_call_duration_threshold_ms: u64,
     pub consecutive_failures: Option<u32>,
-    pub sliding_window_type: &'static str,
+    pub sliding_window_type: WindowType,
     pub sliding_window_size: u64,
     pub minimum_number_of_calls: u32,
     pub permitted_calls_in_half_open: u32,
@@ -363,6 +395,50 @@ pub struct ConfigView {
     pub automatic_transition_to_half_open: bool,
     pub record_call_durations: bool,
     pub health: HealthMode,
+}
+
+impl ConfigView {
+    /// The configuration this view describes, validated as by [`ConfigBuilder::build`] (errors
+    /// name the builder's field). A wait in OPEN with multiplier 1 and no jitter is fixed.
+    pub fn to_config(&self) -> Result<Config, ConfigError> {
+        let ms = Duration::from_millis;
+        let window = match self.sliding_window_type {
+            WindowType::CountBased => SlidingWindow::Count(
+                u32::try_from(self.sliding_window_size)
+                    .map_err(|_| ConfigError::new("sliding_window", "is too large"))?,
+            ),
+            WindowType::TimeBased => {
+                SlidingWindow::Time(Duration::from_secs(self.sliding_window_size))
+            }
+        };
+        let initial = ms(self.wait_in_open_ms);
+        let wait = if self.wait_in_open_multiplier == 1.0 && self.wait_in_open_jitter == 0.0 {
+            WaitInOpen::Fixed(initial)
+        } else {
+            WaitInOpen::exponential(
+                initial,
+                self.wait_in_open_multiplier,
+                ms(self.max_wait_in_open_ms),
+            )
+            .with_jitter(self.wait_in_open_jitter)
+        };
+        let mut b = Config::builder()
+            .slow_call_duration_threshold(ms(self.slow_call_duration_threshold_ms))
+            .sliding_window(window)
+            .minimum_number_of_calls(self.minimum_number_of_calls)
+            .permitted_calls_in_half_open(self.permitted_calls_in_half_open)
+            .state_after_max_wait_in_half_open(self.state_after_max_wait_in_half_open)
+            .wait_in_open(wait)
+            .automatic_transition_to_half_open(self.automatic_transition_to_half_open)
+            .record_call_durations(self.record_call_durations)
+            .health(self.health);
+        b.config.failure_rate_threshold = self.failure_rate_threshold;
+        b.config.slow_call_rate_threshold = self.slow_call_rate_threshold;
+        b.config.consecutive_failures = self.consecutive_failures;
+        b.config.success_threshold = self.success_threshold;
+        b.config.max_wait_in_half_open = self.max_wait_in_half_open_ms.map(ms);
+        b.build()
+    }
 }
 
 /// Builds a [`Config`]; [`build`](ConfigBuilder::build) validates every field.
@@ -711,5 +787,62 @@ mod tests {
         assert_eq!(v["consecutiveFailures"], 3);
         assert_eq!(v["slidingWindowType"], "COUNT_BASED");
         assert_eq!(v["stateAfterMaxWaitInHalfOpen"], "OPEN");
+    }
+
+    #[test]
+    fn every_field_survives_the_view_and_back() {
+        let everything = Config::builder()
+            .failure_rate_threshold(30.0)
+            .slow_call_rate_threshold(80.0)
+            .slow_call_duration_threshold(Duration::from_millis(250))
+            .consecutive_failures(4)
+            .sliding_window(SlidingWindow::Time(Duration::from_secs(30)))
+            .minimum_number_of_calls(7)
+            .permitted_calls_in_half_open(3)
+            .success_threshold(2)
+            .max_wait_in_half_open(Duration::from_secs(9))
+            .state_after_max_wait_in_half_open(State::Closed)
+            .wait_in_open(
+                WaitInOpen::exponential(Duration::from_secs(1), 2.0, Duration::from_secs(40))
+                    .with_jitter(0.25),
+            )
+            .automatic_transition_to_half_open(true)
+            .record_call_durations(true)
+            .health(HealthMode::Critical)
+            .build()
+            .unwrap();
+        for c in [
+            Config::default(),
+            Config::read(),
+            Config::write(),
+            Config::auth(),
+            everything,
+        ] {
+            let view = c.view();
+            assert_eq!(view.to_config().unwrap(), c);
+            let json = serde_json::to_value(&view).unwrap();
+            let back: ConfigView = serde_json::from_value(json).unwrap();
+            assert_eq!(back, view);
+        }
+    }
+
+    #[test]
+    fn a_view_read_back_is_validated_and_refuses_unknown_fields() {
+        let mut view = Config::default().view();
+        view.permitted_calls_in_half_open = 0;
+        assert_eq!(
+            view.to_config().unwrap_err().field(),
+            "permitted_calls_in_half_open"
+        );
+        let mut json = serde_json::to_value(Config::default().view()).unwrap();
+        json["nope"] = 1.into();
+        assert!(serde_json::from_value::<ConfigView>(json).is_err());
+        // A nonzero duration under 1 ms is shown as 1 ms, never as an invalid 0.
+        let tiny = Config::builder()
+            .slow_call_duration_threshold(Duration::from_micros(300))
+            .build()
+            .unwrap();
+        assert_eq!(tiny.view().slow_call_duration_threshold_ms, 1);
+        assert!(tiny.view().to_config().is_ok());
     }
 }

@@ -67,7 +67,9 @@ mod window;
 pub use backoff::WaitInOpen;
 pub use breaker::{CircuitBreaker, Outcome, OwnedPermit, Permit};
 pub use clock::{Clock, ClockHandle, ManualClock, SystemClock};
-pub use config::{Config, ConfigBuilder, ConfigError, ConfigView, HealthMode, SlidingWindow};
+pub use config::{
+    Config, ConfigBuilder, ConfigError, ConfigView, HealthMode, SlidingWindow, WindowType,
+};
 pub use error::{CallError, CallNotPermitted, TransitionError};
 pub use event::{Event, EventKind, Subscription};
 pub use registry::{

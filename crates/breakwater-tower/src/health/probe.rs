@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use breakwater_core::{CircuitBreaker, Clock, ClockHandle, ConfigError, State, Trigger};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tower_service::Service;
 
@@ -53,18 +53,31 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64() * 1_000.0)
 }
 
-/// A probe's settings, changeable at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A probe's settings, changeable at run time. Their JSON shape (camelCase, durations in whole
+/// ms with an `Ms` suffix) is what the ops API shows and what a change replaces fields of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProbeSettings {
     /// Time between the end of one run and the start of the next.
-    #[serde(rename = "intervalMs", serialize_with = "ser_whole_ms")]
+    #[serde(
+        rename = "intervalMs",
+        serialize_with = "ser_whole_ms",
+        deserialize_with = "de_ms"
+    )]
     pub interval: Duration,
     /// Time a run may take.
-    #[serde(rename = "timeoutMs", serialize_with = "ser_whole_ms")]
+    #[serde(
+        rename = "timeoutMs",
+        serialize_with = "ser_whole_ms",
+        deserialize_with = "de_ms"
+    )]
     pub timeout: Duration,
     /// A success slower than this is `warn`.
-    #[serde(rename = "slowThresholdMs", serialize_with = "ser_opt_ms")]
+    #[serde(
+        rename = "slowThresholdMs",
+        serialize_with = "ser_opt_ms",
+        deserialize_with = "de_opt_ms"
+    )]
     pub slow_threshold: Option<Duration>,
     /// Consecutive failures that make the probe `fail`.
     pub failure_threshold: u32,
@@ -74,6 +87,14 @@ pub struct ProbeSettings {
 
 fn ser_whole_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_millis() as u64)
+}
+
+fn de_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+fn de_opt_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
 }
 
 fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
