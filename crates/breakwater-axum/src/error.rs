@@ -86,8 +86,8 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.code, "message": self.message });
-        let mut res = (self.status, axum::Json(body)).into_response();
+        let mut res = breakwater_tower::answer::json_error(self.status, self.code, &self.message)
+            .map(axum::body::Body::from);
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -7,6 +7,9 @@ use std::time::Duration;
 use breakwater_core::{CallNotPermitted, CircuitBreaker, State};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Map, Value};
+
+use crate::answer;
 
 /// The boxed error type of the client-side layer (as tower's).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,7 +54,6 @@ impl CircuitOpen {
     }
 
     /// The gRPC status this rejection maps to: UNAVAILABLE with the message.
-    #[cfg(feature = "grpc")]
     pub fn to_status(&self) -> tonic::Status {
         tonic::Status::unavailable(self.to_string())
     }
@@ -79,29 +81,33 @@ impl CircuitOpen {
 
     /// The JSON body: `{"code":"CIRCUIT_OPEN","message":…,"circuit":…,"state":…,"retryAfterMs":…}`.
     pub fn json_body(&self) -> Bytes {
-        Bytes::from(self.json_value().to_string())
+        self.http_response().into_body()
     }
 
-    pub(crate) fn json_value(&self) -> serde_json::Value {
-        serde_json::json!({
-            "code": "CIRCUIT_OPEN",
-            "message": self.to_string(),
-            "circuit": &*self.name,
-            "state": self.state,
-            "retryAfterMs": self.retry_after.map(|d| d.as_millis() as u64),
-        })
-    }
-
-    /// The HTTP answer: 503, `Retry-After`, the JSON body.
+    /// The HTTP answer: 503, `Retry-After`, the JSON body; the refusal itself in the
+    /// extensions.
     pub fn http_response(&self) -> Response<Bytes> {
-        let mut res = Response::new(self.json_body());
-        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        self.http_response_with(Map::new())
+    }
+
+    /// The HTTP answer with more JSON fields (e.g. the fallback strategies that were skipped).
+    pub(crate) fn http_response_with(&self, more: Map<String, Value>) -> Response<Bytes> {
+        let mut fields = Map::new();
+        fields.insert("circuit".into(), (*self.name).into());
+        fields.insert("state".into(), self.state.as_str().into());
+        fields.insert(
+            "retryAfterMs".into(),
+            self.retry_after.map(|d| d.as_millis() as u64).into(),
         );
-        h.insert(
+        fields.extend(more);
+        let message = self.to_string();
+        let mut res = answer::json_error_with(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CIRCUIT_OPEN",
+            &message,
+            fields,
+        );
+        res.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from(self.retry_after_secs()),
         );
@@ -109,35 +115,33 @@ impl CircuitOpen {
         res
     }
 
-    /// The gRPC answer: a trailers-only response with status UNAVAILABLE (14) and the message.
+    /// The gRPC answer: a trailers-only response with status UNAVAILABLE (14) and the message;
+    /// the refusal itself in the extensions.
     pub fn grpc_response(&self) -> Response<Bytes> {
-        let mut res = Response::new(Bytes::new());
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from_static("14"));
-        let message = percent_encode(&self.to_string());
-        if let Ok(v) = HeaderValue::from_str(&message) {
-            h.insert("grpc-message", v);
-        }
+        let mut res = answer::grpc_error(tonic::Code::Unavailable, &self.to_string());
         res.extensions_mut().insert(self.clone());
         res
     }
-}
 
-/// gRPC's percent-encoding of `grpc-message`: printable ASCII except `%` stays.
-pub(crate) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+    /// The refusal an answer carries (from [`http_response`](Self::http_response),
+    /// [`grpc_response`](Self::grpc_response), or a layer that answers refusals), if any. This
+    /// and [`in_error`](Self::in_error) are how every layer recognises a refusal.
+    #[inline]
+    pub fn in_response<B>(res: &Response<B>) -> Option<&CircuitOpen> {
+        res.extensions().get::<CircuitOpen>()
     }
-    out
+
+    /// The refusal anywhere in an error's source chain, if any.
+    pub fn in_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a CircuitOpen> {
+        let mut e = Some(error);
+        while let Some(err) = e {
+            if let Some(open) = err.downcast_ref::<CircuitOpen>() {
+                return Some(open);
+            }
+            e = err.source();
+        }
+        None
+    }
 }
 
 impl fmt::Display for CircuitOpen {
@@ -209,11 +213,14 @@ mod tests {
         let res = open().grpc_response();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["grpc-status"], "14");
+        // As a gRPC client reads it (the message is percent-encoded on the wire).
+        let status = tonic::Status::from_header_map(res.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(
-            res.headers()["grpc-message"]
-                .to_str()
-                .unwrap()
-                .contains("db reads")
+            status.message().contains("db reads"),
+            "{}",
+            status.message()
         );
+        assert!(res.extensions().get::<CircuitOpen>().is_some());
     }
 }

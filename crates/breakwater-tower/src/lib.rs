@@ -10,6 +10,7 @@
 mod macros;
 
 mod admission;
+pub mod answer;
 
 pub mod circuit_breaker;
 pub mod classify;

@@ -53,7 +53,7 @@ impl<T> ClassifyResult<T> for ErrorsAsFailures {
     fn classify(&self, result: &Result<T, BoxError>) -> Outcome {
         match result {
             Ok(_) => Outcome::Success,
-            Err(e) if e.is::<CircuitOpen>() => Outcome::Ignored,
+            Err(e) if CircuitOpen::in_error(&**e).is_some() => Outcome::Ignored,
             Err(_) => Outcome::Failure,
         }
     }

@@ -125,7 +125,7 @@ fn settle<C: ClassifyResponse<ClassifyEos: WatchEos>, B>(
     res: &Response<B>,
 ) -> Option<Tracker<C::ClassifyEos>> {
     // An inner breaker's rejection is not this breaker's failure.
-    if res.extensions().get::<CircuitOpen>().is_some() {
+    if CircuitOpen::in_response(res).is_some() {
         permit.ignore();
         return None;
     }

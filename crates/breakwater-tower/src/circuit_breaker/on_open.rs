@@ -77,7 +77,7 @@ impl<E: Into<BoxError>, B, C: WatchEos> OnOpen<E, B, C> for ErrorOnOpen {
 
     fn error(e: E) -> (BoxError, bool) {
         let e = e.into();
-        let open = e.is::<CircuitOpen>();
+        let open = CircuitOpen::in_error(&*e).is_some();
         (e, open)
     }
 

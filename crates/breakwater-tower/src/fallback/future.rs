@@ -141,7 +141,7 @@ fn judge<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
 #[cold]
 fn judge_slow<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
     let status = res.status();
-    if let Some(open) = res.extensions().get::<CircuitOpen>() {
+    if let Some(open) = CircuitOpen::in_response(&res) {
         let failure = Failure::open(open.clone(), Some(status));
         return fallback(failure, Some(res), ctx);
     }
@@ -189,7 +189,7 @@ fn success<B>(res: Response<B>, ctx: Ctx) -> Response<FallbackBody<B>> {
 /// The inner service failed with `error`.
 #[cold]
 fn failed<B>(error: BoxError, ctx: Ctx) -> Verdict<B> {
-    if let Some(open) = strategy::find_open(&*error) {
+    if let Some(open) = CircuitOpen::in_error(&*error) {
         return fallback(Failure::open(open.clone(), None), None, ctx);
     }
     let shared = &ctx.shared;

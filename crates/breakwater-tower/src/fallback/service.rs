@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
@@ -201,7 +201,12 @@ where
                         let bytes = collected.to_bytes();
                         (ReqBody::from(bytes.clone()), Some(Ok(bytes)))
                     }
-                    Err(e) => return Ok(unreadable_body(&*e).map(FallbackBody::full)),
+                    Err(e) => {
+                        // The caller's own body failed: 400, the dependency untouched.
+                        let message = format!("the request body could not be read: {e}");
+                        let res = crate::answer::unreadable_body(&message, ctx.grpc);
+                        return Ok(res.map(FallbackBody::full));
+                    }
                 }
             } else {
                 (body, Some(Err(NoReplay::BodyTooLarge(limit))))
@@ -214,19 +219,4 @@ where
             }
         })
     }
-}
-
-/// The caller's own body failed while it was being buffered: 400, the dependency untouched.
-fn unreadable_body(e: &(dyn std::error::Error + Send + Sync)) -> Response<Bytes> {
-    let body = serde_json::json!({
-        "code": "BAD_REQUEST",
-        "message": format!("the request body could not be read: {e}"),
-    });
-    let mut res = Response::new(Bytes::from(body.to_string()));
-    *res.status_mut() = StatusCode::BAD_REQUEST;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use breakwater_core::{EventKind, Registry};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::{BoxCloneSyncService, ServiceExt};
 
@@ -151,20 +151,6 @@ pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         e = err.source();
     }
     false
-}
-
-/// A [`CircuitOpen`] anywhere in `error`'s source chain.
-pub(crate) fn find_open<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a CircuitOpen> {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(err) = e {
-        if let Some(open) = err.downcast_ref::<CircuitOpen>() {
-            return Some(open);
-        }
-        e = err.source();
-    }
-    None
 }
 
 #[derive(Clone)]
@@ -429,7 +415,7 @@ pub(crate) async fn run<B>(attempt: Attempt<B>) -> Response<FallbackBody<B>> {
 
 /// A backup's answer is taken unless its own circuit refused or it failed by the classifier.
 fn backup_answered<B>(shared: &Shared, res: &Response<B>) -> bool {
-    if res.extensions().get::<CircuitOpen>().is_some() {
+    if CircuitOpen::in_response(res).is_some() {
         return false;
     }
     match shared.failed_responses {
@@ -470,45 +456,14 @@ pub(crate) fn default_answer<B>(
 }
 
 fn error_response(failure: &Failure, grpc: bool, skipped: &[String]) -> Response<Bytes> {
-    if let Some(open) = &failure.open {
-        if grpc {
-            return open.grpc_response();
-        }
-        let mut res = open.http_response();
-        if !skipped.is_empty() {
-            let mut body = open.json_value();
-            body["fallback"] = serde_json::json!(skipped);
-            *res.body_mut() = Bytes::from(body.to_string());
-        }
-        return res;
+    match &failure.open {
+        Some(open) if grpc => open.grpc_response(),
+        Some(open) => open.http_response_with(crate::answer::skipped_field(skipped)),
+        None => crate::answer::upstream_error(
+            failure.kind == FailureKind::Timeout,
+            &failure.to_string(),
+            grpc,
+            skipped,
+        ),
     }
-    let (status, code, grpc_code) = match failure.kind {
-        FailureKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "UPSTREAM_TIMEOUT", "4"),
-        _ => (StatusCode::BAD_GATEWAY, "UPSTREAM_ERROR", "14"),
-    };
-    let message = failure.to_string();
-    if grpc {
-        let mut res = Response::new(Bytes::new());
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        h.insert("grpc-status", HeaderValue::from_static(grpc_code));
-        if let Ok(v) = HeaderValue::from_str(&crate::error::percent_encode(&message)) {
-            h.insert("grpc-message", v);
-        }
-        return res;
-    }
-    let mut body = serde_json::json!({ "code": code, "message": message });
-    if !skipped.is_empty() {
-        body["fallback"] = serde_json::json!(skipped);
-    }
-    let mut res = Response::new(Bytes::from(body.to_string()));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res
 }
