@@ -3,7 +3,8 @@
 //! loopback (hyper client → axum server) with and without the layer on both sides (on the
 //! server by `Router::layer`, and in the interleaved rounds also around the router). The bare
 //! service, the body-mapping layer, the floor layers (`support/floor.rs`: the least a breaker
-//! layer can do), the per-service breaker and tower-resilience are also run in
+//! layer can do), the per-service breaker, the keyed layer on one live key and tower-resilience
+//! are also run in
 //! alternating rounds, and so are the HTTP rows; their medians are printed (`… interleaved: …`).
 //!
 //! Run with `cargo bench --bench tower`.
@@ -98,6 +99,14 @@ fn layer(c: &mut Criterion) {
         b.iter(|| black_box(drive(&mut single, &uri)))
     });
 
+    // One live key, kept for the interleaved rounds below.
+    let one_key = {
+        let registry = Registry::new();
+        let family = registry.family("bench-one", FamilyOptions::new(config()));
+        family.get(uri.path());
+        CircuitBreakerLayer::keyed(family, path_key as fn(&Request<()>, &mut String)).layer(inner())
+    };
+    let mut one_key = one_key;
     for keys in [1usize, 1_000, 100_000] {
         let registry = Registry::new();
         let family = registry.family("bench", FamilyOptions::new(config()).max_keys(keys + 1));
@@ -144,6 +153,7 @@ fn layer(c: &mut Criterion) {
             ("floor", &mut row(&mut floor, &uri)),
             ("floor_owned", &mut row(&mut floor_owned, &uri)),
             ("breakwater_single", &mut row(&mut single, &uri)),
+            ("breakwater_keyed_1_key", &mut row(&mut one_key, &uri)),
             ("tower_resilience", &mut row(&mut tr, &uri)),
         ],
     );

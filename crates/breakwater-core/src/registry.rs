@@ -428,6 +428,7 @@ impl KeyedFamily {
 
     /// Runs `f` on the breaker for `key` (created if needed, or the overflow breaker), without
     /// cloning the handle of an existing one.
+    #[inline]
     pub fn with<R>(&self, key: &str, f: impl FnOnce(&CircuitBreaker) -> R) -> R {
         {
             let members = self.inner.members.pin();
