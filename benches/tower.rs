@@ -4,8 +4,8 @@
 //! server by `Router::layer`, and in the interleaved rounds also around the router). The bare
 //! service, the body-mapping layer, the floor layers (`support/floor.rs`: the least a breaker
 //! layer can do), the per-service breaker, the keyed layer on one live key and tower-resilience
-//! are also run in
-//! alternating rounds, and so are the HTTP rows; their medians are printed (`… interleaved: …`).
+//! are also run in alternating rounds, and so are the HTTP rows; their medians are printed
+//! (`… interleaved: …`).
 //!
 //! Run with `cargo bench --bench tower`.
 
