@@ -264,6 +264,29 @@ fn family(registry: &Registry, preset: &str) -> KeyedFamily {
     registry.family(preset, FamilyOptions::new(config).max_keys(256))
 }
 
+/// The gateway's API routes without any layer: what the gateway would be without Breakwater
+/// (the same router, handler and client), for comparisons.
+pub(crate) async fn start_bare(upstream: Uri) -> std::io::Result<SocketAddr> {
+    let proxy_state = Proxy {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        upstream,
+    };
+    let api = Router::new()
+        .route("/items", get(proxy))
+        .route("/items/{id}", get(proxy))
+        .route("/orders", post(proxy))
+        .route("/auth/{*rest}", any(proxy))
+        .fallback(any(proxy))
+        .with_state(proxy_state);
+    let app = Router::new().nest("/api", api);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(addr)
+}
+
 /// Builds and starts the gateway.
 pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     let (upstream, simulation) = match options.upstream {

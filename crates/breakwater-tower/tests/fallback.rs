@@ -230,6 +230,49 @@ impl Origin {
 }
 
 #[tokio::test]
+async fn a_kept_answer_is_replaced_once_it_is_refresh_after_old() {
+    let mut origin = Origin::start().await;
+    let clock = ManualClock::new();
+    let cache = StaleCache::builder()
+        .ttl(Duration::from_secs(60))
+        .refresh_after(Duration::from_secs(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(
+            FallbackLayer::new()
+                .on_errors()
+                .stale_if_error(cache.clone()),
+        )
+        .service(body_client());
+    let url = origin.url("/items");
+    let get = || {
+        let req = Request::get(url.as_str()).body(Body::empty()).unwrap();
+        svc.clone().oneshot(req)
+    };
+    // Good answers 1 to 4, half a second apart: 1 is kept, 2 is not (1 is fresh), 3 replaces
+    // it (1 is a second old), 4 is not.
+    for call in 1..=4 {
+        let res = get().await.unwrap();
+        assert_eq!(header(&res, "x-call"), Some(call.to_string()));
+        text(res).await;
+        clock.advance(Duration::from_millis(500));
+    }
+    origin.kill().await;
+    let stale = get().await.unwrap();
+    assert_eq!(header(&stale, X_FALLBACK).as_deref(), Some("stale"));
+    assert_eq!(header(&stale, "x-call").as_deref(), Some("3"));
+
+    let err = StaleCache::builder()
+        .ttl(Duration::from_secs(5))
+        .refresh_after(Duration::from_secs(5))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "refresh_after");
+}
+
+#[tokio::test]
 async fn stale_if_error_serves_the_last_good_answer_until_it_expires() {
     let mut origin = Origin::start().await;
     let clock = ManualClock::new();

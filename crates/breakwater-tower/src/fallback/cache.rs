@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 << 10;
 /// Default [`StaleCacheBuilder::ttl`]: 5 minutes.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Default [`StaleCacheBuilder::refresh_after`]: 1 second.
+pub const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(1);
 
 /// What an entry costs beyond its key, headers and body (the map's node, the entry itself).
 const ENTRY_OVERHEAD: usize = 128;
@@ -38,6 +40,11 @@ type KeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 /// response is not marked `public` (as a shared HTTP cache would). The key is the method, the
 /// authority (for absolute URIs) and the path with its query; [`key`](StaleCacheBuilder::key)
 /// replaces it. Clones share the cache.
+///
+/// A kept answer is replaced by a newer one once it is [`refresh_after`]
+/// (StaleCacheBuilder::refresh_after) old (1 s by default): a key asked for many times a second
+/// is copied into the cache about once a second, not on every request, so a stale answer is at
+/// most that much older than the last good one.
 ///
 /// ```
 /// use std::time::Duration;
@@ -65,6 +72,7 @@ struct Inner {
     max_bytes: usize,
     max_body_bytes: usize,
     ttl: Duration,
+    refresh_after: Duration,
     clock: ClockHandle,
     key: Option<Box<KeyFn>>,
 }
@@ -115,6 +123,7 @@ impl StaleCache {
             max_bytes: DEFAULT_MAX_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             ttl: DEFAULT_TTL,
+            refresh_after: DEFAULT_REFRESH_AFTER,
             clock: ClockHandle::System,
             key: None,
         }
@@ -160,6 +169,19 @@ impl StaleCache {
             Some(f) => f(parts),
             None => Some(default_key(parts)),
         }
+    }
+
+    /// Whether a good answer to `key` is to be recorded: not while the kept one is younger
+    /// than `refresh_after` (it then counts as used, for the least-recently-used order).
+    pub(crate) fn needs_refresh(&self, key: &str) -> bool {
+        if self.inner.refresh_after.is_zero() {
+            return true;
+        }
+        let now = self.inner.clock.now();
+        self.lock()
+            .map
+            .get(key)
+            .is_none_or(|e| now.saturating_sub(e.stored_at) >= self.inner.refresh_after)
     }
 
     /// Whether a response may be cached (its status and `Cache-Control`); `authorized` when the
@@ -289,6 +311,7 @@ pub struct StaleCacheBuilder {
     max_bytes: usize,
     max_body_bytes: usize,
     ttl: Duration,
+    refresh_after: Duration,
     clock: ClockHandle,
     key: Option<Box<KeyFn>>,
 }
@@ -300,6 +323,7 @@ impl fmt::Debug for StaleCacheBuilder {
             .field("max_bytes", &self.max_bytes)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("ttl", &self.ttl)
+            .field("refresh_after", &self.refresh_after)
             .finish_non_exhaustive()
     }
 }
@@ -326,6 +350,13 @@ impl StaleCacheBuilder {
     /// Entries older than this are not served.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
+        self
+    }
+
+    /// Keeps an answer until it is this old before a newer one replaces it (zero: every good
+    /// answer replaces the kept one). Must be shorter than the TTL.
+    pub fn refresh_after(mut self, age: Duration) -> Self {
+        self.refresh_after = age;
         self
     }
 
@@ -358,6 +389,12 @@ impl StaleCacheBuilder {
         if self.ttl.is_zero() {
             return Err(ConfigError::new("ttl", "must be more than zero"));
         }
+        if self.refresh_after >= self.ttl {
+            return Err(ConfigError::new(
+                "refresh_after",
+                format!("must be shorter than the ttl ({:?})", self.ttl),
+            ));
+        }
         Ok(StaleCache {
             inner: Arc::new(Inner {
                 lru: Mutex::new(Lru {
@@ -368,6 +405,7 @@ impl StaleCacheBuilder {
                 max_bytes: self.max_bytes,
                 max_body_bytes: self.max_body_bytes,
                 ttl: self.ttl,
+                refresh_after: self.refresh_after,
                 clock: self.clock,
                 key: self.key,
             }),

@@ -170,7 +170,7 @@ fn success<B>(res: Response<B>, ctx: Ctx) -> Response<FallbackBody<B>> {
         return res.map(FallbackBody::inner);
     };
     match (&ctx.shared.stale, saved.cache_key) {
-        (Some(cache), Some(key)) if cache.admits(&res, saved.authorized) => {
+        (Some(cache), Some(key)) if saved.record && cache.admits(&res, saved.authorized) => {
             let recorder = Box::new(Recorder {
                 cache: cache.clone(),
                 key,

@@ -71,8 +71,8 @@ mod strategy;
 pub use axum_body::{AxumBodyFuture, AxumBodyService};
 pub use body::FallbackBody;
 pub use cache::{
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_TTL, StaleCache,
-    StaleCacheBuilder,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, DEFAULT_REFRESH_AFTER,
+    DEFAULT_TTL, StaleCache, StaleCacheBuilder,
 };
 pub use future::ResponseFuture;
 pub use layer::FallbackLayer;

@@ -118,6 +118,10 @@ fn prepare<B: Body>(
     }
     let (parts, body) = req.into_parts();
     let cache_key = shared.stale.as_ref().and_then(|c| c.key_of(&parts));
+    let record = match (&shared.stale, &cache_key) {
+        (Some(cache), Some(key)) => cache.needs_refresh(key),
+        _ => false,
+    };
     let replay = shared.has_backup().then(|| match replay {
         Some(r) => r,
         None if !is_empty(&body) => Err(NoReplay::BodyNotBuffered),
@@ -127,6 +131,7 @@ fn prepare<B: Body>(
     let saved = Saved {
         authorized: cache_key.is_some() && parts.headers.contains_key(header::AUTHORIZATION),
         cache_key,
+        record,
         replay,
         parts: shared.keep_parts.then(|| parts.clone()),
     };

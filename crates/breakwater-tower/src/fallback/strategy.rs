@@ -298,6 +298,8 @@ pub(crate) struct Saved {
     /// The request body for a replay, or why there is none.
     pub(crate) replay: Option<Result<Bytes, NoReplay>>,
     pub(crate) cache_key: Option<String>,
+    /// Whether a good answer is to be recorded under `cache_key` (the kept one is not fresh).
+    pub(crate) record: bool,
     pub(crate) authorized: bool,
 }
 
