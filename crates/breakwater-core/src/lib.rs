@@ -62,6 +62,7 @@ mod registry;
 mod snapshot;
 mod state;
 mod stats;
+mod sync;
 mod window;
 
 pub use backoff::WaitInOpen;

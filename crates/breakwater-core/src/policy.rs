@@ -1,11 +1,12 @@
 //! When to trip: the thresholds, kept in atomics so they can change at run time, the judgement
 //! of a window's counts, and the judgement of the half-open probes.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::clock::saturating_nanos;
 use crate::config::Config;
 use crate::state::Trigger;
+use crate::sync::{AtomicU32, AtomicU64};
 use crate::window::Counts;
 
 /// Thresholds read on the hot path.

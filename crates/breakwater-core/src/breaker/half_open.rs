@@ -2,10 +2,11 @@
 //! the generation of the HALF_OPEN state they belong to, so that a permit of an older generation
 //! never touches them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::policy::{Decision, ProbeRules};
 use crate::state::{HALF_OPEN, OPEN};
+use crate::sync::AtomicU64;
 use crate::window::Call;
 
 // [tag:14][issued:10][successes:10][failures:10][slow:10][slow_failed:10]

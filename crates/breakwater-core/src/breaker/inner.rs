@@ -6,8 +6,8 @@
 //! path never touches.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::half_open::{HalfOpen, Issue};
@@ -23,6 +23,7 @@ use crate::state::{
     pack, state_of,
 };
 use crate::stats::{Histogram, TransitionCount};
+use crate::sync::{AtomicU8, AtomicU64, Mutex, MutexGuard};
 use crate::window::count::{CountWindow, Padded};
 use crate::window::time::TimeWindow;
 use crate::window::{Call, Counts, Window};
@@ -428,8 +429,9 @@ impl Inner {
         }
         // CLOSED or METRICS_ONLY. An outcome from an older generation is dropped. The check and
         // the record are two steps without a lock: an outcome whose thread is preempted between
-        // them while another thread makes a transition can land in the new window. HALF_OPEN
-        // accounting has no such gap (its word carries the generation).
+        // them while another thread makes a transition can land in the new window, at most one
+        // per thread recording at that moment (the loom models in `tests/loom.rs` show both).
+        // HALF_OPEN accounting has no such gap (its word carries the generation).
         let hot = &self.hot.0;
         if hot.state.load(Ordering::Acquire) != word {
             return;

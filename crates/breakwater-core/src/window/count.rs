@@ -8,9 +8,10 @@
 //! finish, because every contribution is added before its outcome enters a slot and subtracted by
 //! whoever swaps it out.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use super::{Call, Counts, FullCounts};
+use crate::sync::{AtomicBool, AtomicU8, AtomicU64};
 
 const SLOW_SHIFT: u32 = 0;
 const FAILED_SHIFT: u32 = 21;

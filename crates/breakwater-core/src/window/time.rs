@@ -1,7 +1,9 @@
 //! The time-based window: one bucket per second (aligned to whole seconds of the breaker's clock),
 //! each a pair of packed counter words, reused in a ring of T buckets.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::AtomicU64;
 
 use super::{Call, Counts, FullCounts};
 
