@@ -9,8 +9,8 @@
 //! An outcome is checked against the breaker's generation and then recorded, two steps without
 //! a lock: a thread preempted between them while another makes a transition records its stale
 //! outcome into the new window. These models show that it happens, and that it is bounded: at
-//! most one stale outcome per thread that was recording when the transition happened, never a
-//! and the lifetime counts stay exact.
+//! most one stale outcome per thread that was recording when the transition happened, counted
+//! at most once in the lifetime counters.
 #![cfg(breakwater_loom)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
