@@ -41,10 +41,10 @@ type KeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 /// authority (for absolute URIs) and the path with its query; [`key`](StaleCacheBuilder::key)
 /// replaces it. Clones share the cache.
 ///
-/// A kept answer is replaced by a newer one once it is [`refresh_after`]
-/// (StaleCacheBuilder::refresh_after) old (1 s by default): a key asked for many times a second
-/// is copied into the cache about once a second, not on every request, so a stale answer is at
-/// most that much older than the last good one.
+/// A kept answer is replaced by a newer one once it is
+/// [`refresh_after`](StaleCacheBuilder::refresh_after) old (1 s by default): a key asked for
+/// many times a second is copied into the cache about once a second, not on every request, so a
+/// stale answer is at most that much older than the last good one.
 ///
 /// ```
 /// use std::time::Duration;
