@@ -87,8 +87,9 @@ fn median<T: Copy>(mut v: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) ->
 }
 
 /// `BREAKWATER_BENCH_ONLY=bare|gateway`: only `BREAKWATER_BENCH_REQUESTS` requests to that
-/// target, after a warm-up of as many, for counting instructions under callgrind (the
-/// difference between two counts with different request numbers is the cost per request).
+/// target, after a warm-up of as many, on one thread, for counting instructions under
+/// callgrind (the difference between two counts with different request numbers, divided by
+/// twice the difference of the numbers, is the cost per request).
 async fn only(target: &str, path: &str, requests: usize, bare: SocketAddr, gw: SocketAddr) {
     let addr = if target == "bare" { bare } else { gw };
     let c = client();
@@ -99,10 +100,16 @@ async fn only(target: &str, path: &str, requests: usize, bare: SocketAddr, gw: S
 fn main() {
     let rounds = env_number("BREAKWATER_BENCH_ROUNDS", 41);
     let requests = env_number("BREAKWATER_BENCH_REQUESTS", 4_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // Counting instructions: one thread, so that the count does not depend on how work was
+    // spread over the workers.
+    let rt = if std::env::var_os("BREAKWATER_BENCH_ONLY").is_some() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    }
+    .enable_all()
+    .build()
+    .unwrap();
     rt.block_on(async {
         let (upstream, _sim) = gateway::start_simulation().await.unwrap();
         let upstream: http::Uri = format!("http://{upstream}").parse().unwrap();
