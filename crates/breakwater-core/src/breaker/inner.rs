@@ -62,7 +62,7 @@ pub(super) struct Lifetime {
     pub(super) last_failure: AtomicU64,
     pub(super) last_success: AtomicU64,
     pub(super) opened_at: AtomicU64,
-    /// Durations of timed calls.
+    /// Durations of the calls recorded with `record_call_durations`.
     pub(super) durations: Histogram,
 }
 
@@ -131,9 +131,7 @@ impl Inner {
             me: me.clone(),
         })
     }
-}
 
-impl Inner {
     pub(super) fn lock(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|e| e.into_inner())
     }
