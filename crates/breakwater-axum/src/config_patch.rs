@@ -6,7 +6,7 @@
 //! [`ConfigView`]: breakwater_core::ConfigView
 //! [`ProbeSettings`]: breakwater_tower::health::ProbeSettings
 
-use breakwater_core::{Config, ConfigError};
+use breakwater_core::{Config, ConfigError, WaitInOpen};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -87,9 +87,18 @@ pub fn merge<T: Serialize + DeserializeOwned>(
         .map_err(|e| invalid(&e.path().to_string(), e.inner()))
 }
 
-/// `current` with the fields of `patch` changed (the JSON shape of [`Config::view`]).
+/// `current` with the fields of `patch` changed (the JSON shape of [`Config::view`]). A fixed
+/// wait in OPEN changed alone stays fixed: its maximum follows `waitInOpenMs` unless the change
+/// names `maxWaitInOpenMs` too.
 pub fn apply(current: &Config, patch: &Map<String, Value>) -> Result<Config, ApiError> {
-    merge(&current.view(), patch)?
+    let mut patch = patch.clone();
+    if matches!(current.wait_in_open(), WaitInOpen::Fixed(_))
+        && !patch.contains_key("maxWaitInOpenMs")
+        && let Some(wait) = patch.get("waitInOpenMs").cloned()
+    {
+        patch.insert("maxWaitInOpenMs".into(), wait);
+    }
+    merge(&current.view(), &patch)?
         .to_config()
         .map_err(|e| config_error(&e))
 }
@@ -97,8 +106,6 @@ pub fn apply(current: &Config, patch: &Map<String, Value>) -> Result<Config, Api
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
-
-    use breakwater_core::WaitInOpen;
 
     use super::*;
 
@@ -157,6 +164,42 @@ mod tests {
             assert_eq!(e.code(), "INVALID_CONFIG");
             assert!(e.message().contains(field), "{}", e.message());
         }
+    }
+
+    #[test]
+    fn a_fixed_wait_changed_alone_stays_fixed_and_can_become_exponential() {
+        let current = Config::default(); // a fixed 60 s wait
+        let longer = apply(
+            &current,
+            &patch(serde_json::json!({"waitInOpenMs": 120_000})),
+        );
+        assert_eq!(
+            *longer.unwrap().wait_in_open(),
+            WaitInOpen::Fixed(Duration::from_secs(120))
+        );
+        let c = apply(
+            &current,
+            &patch(serde_json::json!({"waitInOpenMs": 5_000, "waitInOpenMultiplier": 2})),
+        )
+        .unwrap();
+        assert_eq!(
+            c.wait_in_open().max(),
+            Duration::from_secs(5),
+            "capped at the new wait"
+        );
+        let c = apply(
+            &current,
+            &patch(serde_json::json!({"waitInOpenMs": 120_000, "waitInOpenJitter": 0.1})),
+        );
+        assert!(c.is_ok(), "the maximum follows the longer wait");
+        let c = apply(
+            &current,
+            &patch(serde_json::json!({
+                "waitInOpenMs": 1_000, "waitInOpenMultiplier": 2, "maxWaitInOpenMs": 30_000
+            })),
+        )
+        .unwrap();
+        assert_eq!(c.wait_in_open().max(), Duration::from_secs(30));
     }
 
     #[test]

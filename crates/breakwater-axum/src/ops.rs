@@ -662,11 +662,16 @@ async fn probe_config(
                 .into_response();
         }
     };
-    let settings = match config_patch::merge(&probe.settings(), &patch) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    if let Err(e) = probe.update(|s| *s = settings) {
+    // Merged under the probe's lock, so that concurrent changes of other fields are kept.
+    let mut refused = None;
+    let updated = probe.update(|s| match config_patch::merge(&*s, &patch) {
+        Ok(merged) => *s = merged,
+        Err(e) => refused = Some(e),
+    });
+    if let Some(e) = refused {
+        return e.into_response();
+    }
+    if let Err(e) = updated {
         return config_patch::probe_error(&e).into_response();
     }
     match running {

@@ -111,7 +111,9 @@ impl Clock for SystemClock {
     }
 }
 
-/// How often the coarse clock ticks: calls timed on it are measured to about this resolution.
+/// How often the coarse clock ticks: calls timed on it are measured to about this resolution,
+/// while its thread gets the CPU on time (on a saturated machine a tick can come late, and a
+/// call that spans a late tick is measured long by as much).
 pub const COARSE_TICK: Duration = Duration::from_millis(1);
 
 /// The system clock's time as of its last tick (monotonic nanos since the origin).

@@ -1,4 +1,4 @@
-//! Numbers kept for metrics exporters: transitions by kind, and a histogram of timed calls.
+//! Numbers kept for metrics exporters: transitions by kind, and a histogram of call durations.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -40,14 +40,15 @@ pub struct TransitionCount {
     pub count: u64,
 }
 
-/// Durations of the calls a breaker timed (those under a slow-call policy, or recorded with a
-/// duration), since creation or the last reset.
+/// Durations of the calls a breaker recorded with
+/// [`record_call_durations`](crate::ConfigBuilder::record_call_durations) on, since creation or
+/// the last reset.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DurationHistogram {
     /// Cumulative counts: calls that took at most [`DURATION_BUCKETS`]`[i]` seconds.
     pub cumulative: [u64; 11],
-    /// All timed calls (the `+Inf` bucket).
+    /// All recorded calls (the `+Inf` bucket).
     pub count: u64,
     /// Their total duration.
     pub sum: Duration,

@@ -378,6 +378,29 @@ fn outcome_from_older_generation_is_dropped() {
 }
 
 #[test]
+fn dropped_outcomes_stay_out_of_the_duration_histogram() {
+    let (cb, clock) = breaker(
+        rate(10, 1)
+            .record_call_durations(true)
+            .permitted_calls_in_half_open(2),
+    );
+    let old = cb.try_acquire().unwrap();
+    cb.reset();
+    old.record_with_duration(Outcome::Failure, 3 * MS);
+    assert_eq!(
+        cb.duration_histogram().count,
+        0,
+        "an older generation's outcome"
+    );
+    fail(&cb);
+    clock.advance(11 * SEC);
+    let late = cb.try_acquire().unwrap();
+    cb.force_open();
+    late.record_with_duration(Outcome::Success, 3 * MS);
+    assert_eq!(cb.duration_histogram().count, 1, "a late probe's outcome");
+}
+
+#[test]
 fn window_is_kept_on_open_and_cleared_on_half_open() {
     let (cb, clock) = breaker(rate(4, 2));
     ok(&cb);

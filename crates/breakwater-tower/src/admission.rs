@@ -9,6 +9,10 @@
 //! call is judged by the state, and timed from, the moment it can go). `call` takes what was
 //! decided; a clone starts with nothing decided (readiness is per clone, as in tower's
 //! `LoadShed`), and a ready clone dropped without a call gives its permit back.
+//!
+//! As with any service that reserves capacity in `poll_ready` (tower's `ConcurrencyLimit`), a
+//! caller that keeps a service ready without calling it holds the permit meanwhile: a HALF_OPEN
+//! probe slot stays taken, and the call is timed from its `poll_ready`.
 
 use std::task::Poll;
 

@@ -270,6 +270,13 @@ async fn a_kept_answer_is_replaced_once_it_is_refresh_after_old() {
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "refresh_after");
+    // Left at its default, it fits a short TTL.
+    assert!(
+        StaleCache::builder()
+            .ttl(Duration::from_secs(1))
+            .build()
+            .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -411,15 +411,8 @@ impl Inner {
             }
             None => None,
         };
-        let slow = match duration {
-            Some(d) => {
-                if self.hot.0.timing.load(Ordering::Relaxed) == TIMING_RECORDED {
-                    self.life.0.durations.observe(d);
-                }
-                d > self.hot.0.tuning.slow_nanos.load(Ordering::Relaxed)
-            }
-            None => false,
-        };
+        let slow =
+            duration.is_some_and(|d| d > self.hot.0.tuning.slow_nanos.load(Ordering::Relaxed));
         let call = Call::new(failed, slow);
         if st == HALF_OPEN {
             self.record_half_open(word, call, duration);
@@ -434,6 +427,7 @@ impl Inner {
         if hot.state.load(Ordering::Acquire) != word {
             return;
         }
+        self.observe(duration);
         let counts = match &self.window {
             Window::Count(w) => Some(w.record(call)),
             Window::Time(w) => {
@@ -478,6 +472,15 @@ impl Inner {
         }
         if let Some(trigger) = trigger {
             self.transition(word, OPEN, trigger);
+        }
+    }
+
+    /// A recorded call's duration, into the histogram where durations are recorded.
+    fn observe(&self, duration: Option<u64>) {
+        if let Some(d) = duration
+            && self.hot.0.timing.load(Ordering::Relaxed) == TIMING_RECORDED
+        {
+            self.life.0.durations.observe(d);
         }
     }
 
@@ -531,6 +534,7 @@ impl Inner {
         let Some(decision) = self.half_open.0.report(generation_of(word), call, &rules) else {
             return;
         };
+        self.observe(duration);
         let l = &self.life.0;
         l.other_calls.fetch_add(1, Ordering::Relaxed);
         let now = self.clock.nanos();

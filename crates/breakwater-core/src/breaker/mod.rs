@@ -33,8 +33,9 @@ use timing::timing_of;
 /// the permit records the call's outcome.
 ///
 /// In CLOSED, acquiring is one atomic load and recording a success is one `fetch_add` (plus a
-/// read of the ring slot it lands on); no lock, no allocation, and no clock read unless a
-/// slow-call policy is on. Every other path (failures that may trip, OPEN, HALF_OPEN,
+/// read of the ring slot it lands on); no lock, no allocation, and no clock read: a slow-call
+/// policy reads the coarse clock (a load from memory), and only `record_call_durations` or a
+/// threshold under 20 ms reads the precise one. Every other path (failures that may trip, OPEN, HALF_OPEN,
 /// transitions) is off the hot path; transitions are serialised by a mutex the hot path never
 /// touches.
 ///

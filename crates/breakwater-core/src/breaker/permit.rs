@@ -26,7 +26,8 @@ pub enum Outcome {
 /// [`failure`](Permit::failure), [`ignore`](Permit::ignore) or [`record`](Permit::record).
 ///
 /// Dropping a permit without an outcome (e.g. a cancelled future) records nothing and gives a
-/// half-open permit back. Outcomes of permits issued before a transition are dropped.
+/// half-open permit back. Outcomes of permits issued before a transition are dropped (save one
+/// per thread caught recording at the moment of the transition).
 #[must_use = "record the call's outcome on the permit"]
 pub struct Permit<'a> {
     pub(super) inner: &'a Inner,

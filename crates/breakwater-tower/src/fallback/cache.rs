@@ -123,7 +123,7 @@ impl StaleCache {
             max_bytes: DEFAULT_MAX_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             ttl: DEFAULT_TTL,
-            refresh_after: DEFAULT_REFRESH_AFTER,
+            refresh_after: None,
             clock: ClockHandle::System,
             key: None,
         }
@@ -311,7 +311,7 @@ pub struct StaleCacheBuilder {
     max_bytes: usize,
     max_body_bytes: usize,
     ttl: Duration,
-    refresh_after: Duration,
+    refresh_after: Option<Duration>,
     clock: ClockHandle,
     key: Option<Box<KeyFn>>,
 }
@@ -354,9 +354,10 @@ impl StaleCacheBuilder {
     }
 
     /// Keeps an answer until it is this old before a newer one replaces it (zero: every good
-    /// answer replaces the kept one). Must be shorter than the TTL.
+    /// answer replaces the kept one). Must be shorter than the TTL; by default
+    /// [`DEFAULT_REFRESH_AFTER`], or half the TTL if that is shorter.
     pub fn refresh_after(mut self, age: Duration) -> Self {
-        self.refresh_after = age;
+        self.refresh_after = Some(age);
         self
     }
 
@@ -389,12 +390,16 @@ impl StaleCacheBuilder {
         if self.ttl.is_zero() {
             return Err(ConfigError::new("ttl", "must be more than zero"));
         }
-        if self.refresh_after >= self.ttl {
-            return Err(ConfigError::new(
-                "refresh_after",
-                format!("must be shorter than the ttl ({:?})", self.ttl),
-            ));
-        }
+        let refresh_after = match self.refresh_after {
+            Some(r) if r >= self.ttl => {
+                return Err(ConfigError::new(
+                    "refresh_after",
+                    format!("must be shorter than the ttl ({:?})", self.ttl),
+                ));
+            }
+            Some(r) => r,
+            None => DEFAULT_REFRESH_AFTER.min(self.ttl / 2),
+        };
         Ok(StaleCache {
             inner: Arc::new(Inner {
                 lru: Mutex::new(Lru {
@@ -405,7 +410,7 @@ impl StaleCacheBuilder {
                 max_bytes: self.max_bytes,
                 max_body_bytes: self.max_body_bytes,
                 ttl: self.ttl,
-                refresh_after: self.refresh_after,
+                refresh_after,
                 clock: self.clock,
                 key: self.key,
             }),

@@ -85,8 +85,11 @@ pub struct ProbeSettings {
     pub success_threshold: u32,
 }
 
+/// Whole milliseconds, a nonzero duration under 1 ms counting as 1 (read back, it must stay
+/// valid).
 fn ser_whole_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    s.serialize_u64(if ms == 0 && !d.is_zero() { 1 } else { ms })
 }
 
 fn de_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
