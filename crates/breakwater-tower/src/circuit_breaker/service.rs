@@ -3,7 +3,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, header};
-use tower_http::classify::MakeClassifier;
+use tower_http::classify::{ClassifyResponse, MakeClassifier};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
@@ -11,6 +11,7 @@ use super::keyed::BreakerSource;
 use super::on_open::OnOpen;
 use crate::admission::Admission;
 use crate::classify::WatchEos;
+use crate::error::CircuitOpen;
 use breakwater_core::OwnedPermit;
 
 /// Middleware that sends each request through a circuit breaker.
@@ -97,15 +98,15 @@ where
     #[inline(always)]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if K::PER_REQUEST {
-            // A breaker per endpoint: `poll_ready` took nothing, the request picks the breaker.
-            return match self.source.acquire(&req) {
-                Ok(permit) => self.call_with(permit, req),
-                Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
-            };
+            // A breaker per endpoint: `poll_ready` took nothing, the request picks the breaker,
+            // and an admitted call goes on as if `poll_ready` had admitted it.
+            match self.source.acquire(&req) {
+                Ok(permit) => self.admission.decide(Some(Ok(permit))),
+                Err(open) => return refuse(open, &req),
+            }
         }
         if self.admission.admitted() {
-            // Admitted in `poll_ready`: the request goes straight in, and the permit is taken
-            // only then.
+            // Admitted: the request goes straight in, and the permit is taken only then.
             let classifier = self.make_classifier.make_classifier(&req);
             let future = self.inner.call(req);
             let Some(permit) = self.admission.take_permit() else {
@@ -115,6 +116,16 @@ where
         }
         self.call_unadmitted(req)
     }
+}
+
+/// The answer to a refused request, out of line (the admitted path copies the request once less).
+#[cold]
+#[inline(never)]
+fn refuse<F, C: ClassifyResponse, O, B>(
+    open: CircuitOpen,
+    req: &Request<B>,
+) -> ResponseFuture<F, C, O> {
+    ResponseFuture::rejected(open, is_grpc(req))
 }
 
 impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
