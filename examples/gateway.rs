@@ -345,7 +345,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         )
         .with_state(proxy_state.clone());
 
-    let health = HealthRegistry::with_breakers(&registry);
+    let health = HealthRegistry::new(&registry);
     let probe_target: Uri = format!("{}/", upstream.to_string().trim_end_matches('/'))
         .parse()
         .expect("a valid URI");
@@ -367,12 +367,15 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
 
     // The ops router answers `/health`, `/health/live` and `/health/ready` too, outside every
     // breaker: force-opening the service breaker never locks operators out.
-    let mut app = Router::new().nest("/api", api).merge(
-        OpsApi::new(&registry)
-            .health(health.clone())
-            .token(options.ops_token.clone())
-            .router(),
-    );
+    let mut app = Router::new()
+        .nest("/api", api)
+        .merge(
+            OpsApi::new(&registry)
+                .health(health.clone())
+                .token(options.ops_token.clone())
+                .router(),
+        )
+        .fallback(breakwater_axum::not_found);
     if let Some(sim) = &simulation {
         app = app.merge(
             Router::new()

@@ -290,7 +290,7 @@ fn health_layer_for_axum_adds_no_allocation_to_a_routed_request() {
     use breakwater_tower::health::{HealthLayer, HealthRegistry};
     use tower::ServiceExt;
 
-    let health = HealthRegistry::with_breakers(&Registry::new());
+    let health = HealthRegistry::new(&Registry::new());
     let routes = || Router::new().route("/items", get(|| async { "[]" }));
     let held = std::sync::Arc::new(());
     let noop = tower::util::MapResponseLayer::new(move |res: http::Response<Body>| {

@@ -11,4 +11,4 @@ pub mod prometheus;
 
 pub use alerts::{Alert, AlertBook, AlertStatus};
 pub use error::ApiError;
-pub use ops::{DEFAULT_BODY_LIMIT, OpsApi, metrics_json};
+pub use ops::{DEFAULT_BODY_LIMIT, OpsApi, metrics_json, not_found};

@@ -112,11 +112,15 @@ impl OpsApi {
         self
     }
 
-    /// The router; mount it anywhere or serve it on its own listener.
+    /// The router: every route above and no fallback, so it merges into any app (one with a
+    /// fallback of its own too). Merge it after the app's breaker layers, so that they do not
+    /// wrap it: behind a service breaker, force-opening that breaker would lock operators out
+    /// of the API that releases it. Served on its own listener, add
+    /// `.fallback(`[`not_found`]`)` for JSON answers to unknown paths.
     pub fn router(self) -> Router {
         let health = self
             .health
-            .unwrap_or_else(|| HealthRegistry::with_breakers(&self.registry));
+            .unwrap_or_else(|| HealthRegistry::new(&self.registry));
         let state: Shared = Arc::new(Ops {
             alerts: AlertBook::new(&self.registry),
             registry: self.registry,
@@ -155,7 +159,6 @@ impl OpsApi {
         reads
             .merge(writes)
             .merge(health)
-            .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit))
             .with_state(state)
@@ -685,7 +688,9 @@ async fn probe_config(
 
 // ----- fallbacks -----
 
-async fn not_found(uri: axum::http::Uri) -> Response {
+/// A fallback answering 404 `NOT_FOUND` in the ops API's JSON error form, for an ops router
+/// served on its own: `OpsApi::new(&registry).router().fallback(not_found)`.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
     ApiError::not_found(format!("no route for `{}`", uri.path())).into_response()
 }
 

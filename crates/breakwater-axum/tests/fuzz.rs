@@ -1,7 +1,7 @@
 //! No input makes the ops API panic or answer anything but its documented statuses, and
 //! requests without the token change nothing.
 
-use breakwater_axum::OpsApi;
+use breakwater_axum::{OpsApi, not_found};
 use breakwater_core::{Config, FamilyOptions, Registry};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -73,7 +73,7 @@ proptest! {
         let registry = Registry::new();
         let db = registry.breaker_with("db", Config::default());
         registry.family("fam", FamilyOptions::new(Config::default())).get("GET /x");
-        let router = OpsApi::new(&registry).token("secret").router();
+        let router = OpsApi::new(&registry).token("secret").router().fallback(not_found);
         let Ok(uri) = path.parse::<http::Uri>() else { return Ok(()) };
         let mut req = Request::builder().method(method.clone()).uri(uri);
         let authorized = auth.as_deref() == Some("Bearer secret") || auth.as_deref() == Some("bearer secret");

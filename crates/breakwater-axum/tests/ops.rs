@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use breakwater_axum::OpsApi;
+use breakwater_axum::{OpsApi, not_found};
+use breakwater_tower::CircuitBreakerLayer;
 use breakwater_core::{Config, FamilyOptions, HealthMode, ManualClock, Registry, State};
 use breakwater_tower::health::{HealthRegistry, Probe};
 use bytes::Bytes;
@@ -28,7 +29,12 @@ struct Answer {
 }
 
 impl Api {
+    /// The ops router served on its own, with the JSON fallback.
     async fn start(router: axum::Router) -> Self {
+        Self::serve(router.fallback(not_found)).await
+    }
+
+    async fn serve(router: axum::Router) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -90,6 +96,33 @@ impl Api {
         )
         .await
     }
+}
+
+#[tokio::test]
+async fn merges_into_an_app_with_its_own_fallback_outside_its_breakers() {
+    use axum::routing::get;
+    let (registry, _clock) = registry();
+    let service = registry.breaker_with("service", consecutive(2));
+    let app = axum::Router::new()
+        .route("/items", get(|| async { "[]" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "the app's own 404") })
+        .layer(CircuitBreakerLayer::new(service.clone()).for_axum())
+        .merge(OpsApi::new(&registry).token(TOKEN).router());
+    let api = Api::serve(app).await;
+
+    assert_eq!(api.get("/items").await.status, StatusCode::OK);
+    let unknown = api.get("/nowhere").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json, Value::Null, "the app's fallback answered");
+    assert_eq!(api.get("/v1/circuit-breaker/nope").await.json["code"], "NOT_FOUND");
+
+    let forced = api.post("/v1/circuit-breaker/force-open/service").await;
+    assert_eq!(forced.json["currentState"], "FORCED_OPEN");
+    assert_eq!(api.get("/items").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.get("/health").await.status, StatusCode::OK);
+    let released = api.post("/v1/circuit-breaker/release/service").await;
+    assert_eq!(released.json["currentState"], "CLOSED");
+    assert_eq!(api.get("/items").await.status, StatusCode::OK);
 }
 
 fn consecutive(n: u32) -> Config {
@@ -629,7 +662,7 @@ async fn events_alerts_and_the_live_stream() {
 #[tokio::test(start_paused = true)]
 async fn probes_are_listed_and_tuned_at_run_time() {
     let (registry, _clock) = registry();
-    let health = HealthRegistry::with_breakers(&registry);
+    let health = HealthRegistry::new(&registry);
     let probe = Probe::builder("cache", || async { Err::<(), _>("refused".to_owned()) })
         .interval(Duration::from_secs(5))
         .failure_threshold(1)

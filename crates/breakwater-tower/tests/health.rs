@@ -44,7 +44,7 @@ async fn health_layer_answers_from_breakers_and_passes_everything_else() {
     let db = registry.breaker_with("db", config(HealthMode::Critical));
     let cache = registry.breaker_with("cache", config(HealthMode::Report));
     let audit = registry.breaker_with("audit", config(HealthMode::Ignore));
-    let health = HealthRegistry::with_breakers(&registry);
+    let health = HealthRegistry::new(&registry);
     health.add_check("disk", false, || {
         CheckResult::pass().with_observed(42, Some("percent"))
     });
@@ -232,7 +232,7 @@ async fn slow_successes_warn() {
 async fn a_hanging_target_times_out_without_delaying_requests() {
     let up = Upstream::start().await;
     up.set_mode(HANG);
-    let health = HealthRegistry::new();
+    let health = HealthRegistry::new(&Registry::new());
     let target = up.url("/ping");
     let probe = Probe::http("upstream", client(), move || request(&target))
         .interval(Duration::from_secs(5))
@@ -299,7 +299,7 @@ async fn runs_never_overlap_and_stop_start_work() {
     .timeout(Duration::from_secs(10))
     .build()
     .unwrap();
-    let health = HealthRegistry::new();
+    let health = HealthRegistry::new(&Registry::new());
     health.add_probe(probe.clone());
     for _ in 0..5 {
         runs.recv().await.unwrap();
@@ -331,7 +331,7 @@ async fn grpc_health_follows_critical_breakers() {
 
     let registry = Registry::new();
     let orders = registry.breaker_with("orders-db", config(HealthMode::Critical));
-    let health = HealthRegistry::with_breakers(&registry);
+    let health = HealthRegistry::new(&registry);
     let (reporter, service) = tonic_health::server::health_reporter();
     let task = breakwater_tower::health::sync_grpc_health(&health, reporter, "shop.Orders");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

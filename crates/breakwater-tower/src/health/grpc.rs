@@ -17,7 +17,7 @@ use super::report::Status;
 /// use breakwater_tower::health::{HealthRegistry, sync_grpc_health};
 ///
 /// # #[tokio::main] async fn main() {
-/// let health = HealthRegistry::with_breakers(&Registry::new());
+/// let health = HealthRegistry::new(&Registry::new());
 /// let (reporter, health_service) = tonic_health::server::health_reporter();
 /// let task = sync_grpc_health(&health, reporter, "shop.Orders");
 /// # let _ = (task, health_service);
@@ -30,7 +30,7 @@ pub fn sync_grpc_health(
 ) -> JoinHandle<()> {
     let health = health.clone();
     let service = service.into();
-    let events = health.breakers().map(|r| r.subscribe());
+    let events = health.breakers().subscribe();
     let mut probes = health.probe_changes();
     tokio::spawn(async move {
         let mut last = None;
@@ -44,14 +44,8 @@ pub fn sync_grpc_health(
                 reporter.set_service_status(&service, serving).await;
                 last = Some(serving);
             }
-            let breaker_event = async {
-                match &events {
-                    Some(sub) => sub.recv().await.is_some(),
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                alive = breaker_event => if !alive { return },
+                event = events.recv() => if event.is_none() { return },
                 changed = probes.changed() => if changed.is_err() { return },
             }
         }

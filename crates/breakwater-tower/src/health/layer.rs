@@ -39,7 +39,7 @@ struct Paths {
 /// use breakwater_core::Registry;
 /// use breakwater_tower::health::{HealthLayer, HealthRegistry};
 ///
-/// let health = HealthRegistry::with_breakers(&Registry::new());
+/// let health = HealthRegistry::new(&Registry::new());
 /// let app: Router = Router::new()
 ///     .route("/", get(|| async { "hello" }))
 ///     .layer(HealthLayer::new(health).for_axum());

@@ -19,7 +19,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let registry = Registry::new();
-//! let health = HealthRegistry::with_breakers(&registry);
+//! let health = HealthRegistry::new(&registry);
 //! health.add_probe(
 //!     Probe::builder("inventory", || async { Ok(()) })
 //!         .interval(Duration::from_secs(5))

@@ -271,7 +271,7 @@ impl ProbeBuilder {
 /// use breakwater_tower::health::{HealthRegistry, Probe};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let health = HealthRegistry::new();
+/// let health = HealthRegistry::new(&Registry::new());
 /// let db = Probe::builder("db", || async { Ok(()) })
 ///     .interval(Duration::from_secs(5))
 ///     .timeout(Duration::from_secs(1))

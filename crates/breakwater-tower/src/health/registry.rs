@@ -34,7 +34,7 @@ struct Custom {
 ///     "db",
 ///     Config::builder().health(HealthMode::Critical).build().unwrap(),
 /// );
-/// let health = HealthRegistry::with_breakers(&registry);
+/// let health = HealthRegistry::new(&registry);
 /// health.add_check("disk", false, || CheckResult::pass());
 /// assert_eq!(health.readiness().status, Status::Pass);
 ///
@@ -48,7 +48,7 @@ pub struct HealthRegistry {
 }
 
 struct Inner {
-    breakers: Option<Registry>,
+    breakers: Registry,
     probes: RwLock<Vec<Probe>>,
     checks: RwLock<Vec<Custom>>,
     clock: ClockHandle,
@@ -67,12 +67,6 @@ impl fmt::Debug for HealthRegistry {
     }
 }
 
-impl Default for HealthRegistry {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|e| e.into_inner())
 }
@@ -82,17 +76,11 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl HealthRegistry {
-    /// A registry of probes and custom checks only, on the system clock.
-    pub fn new() -> Self {
-        Self::build(None, ClockHandle::System)
-    }
-
-    /// A registry that also reports every breaker of `registry` (on its clock).
-    pub fn with_breakers(registry: &Registry) -> Self {
-        Self::build(Some(registry.clone()), registry.clock().clone())
-    }
-
-    fn build(breakers: Option<Registry>, clock: ClockHandle) -> Self {
+    /// The health of `registry`'s breakers (on its clock), to which probes and custom checks
+    /// can be added. For probes and checks alone, pass an empty `Registry::new()`.
+    pub fn new(registry: &Registry) -> Self {
+        let breakers = registry.clone();
+        let clock = registry.clock().clone();
         let started = clock.now();
         Self {
             inner: Arc::new(Inner {
@@ -106,9 +94,9 @@ impl HealthRegistry {
         }
     }
 
-    /// The breaker registry it reports, if any.
-    pub fn breakers(&self) -> Option<&Registry> {
-        self.inner.breakers.as_ref()
+    /// The breaker registry it reports.
+    pub fn breakers(&self) -> &Registry {
+        &self.inner.breakers
     }
 
     /// Adds a custom check, run on every health request (keep it cheap).
@@ -208,24 +196,22 @@ impl HealthRegistry {
         let mut report = HealthReport::new();
         let now_ms = self.inner.clock.epoch_millis();
         let now = rfc3339(now_ms);
-        if let Some(registry) = &self.inner.breakers {
-            for breaker in registry.breakers() {
-                let Some((critical, result)) = breaker_check(&breaker) else {
-                    continue;
-                };
-                if critical_only && !critical {
-                    continue;
-                }
-                report.add(
-                    format!("{}:circuitBreaker", breaker.name()),
-                    CheckEntry {
-                        component_type: "circuitBreaker",
-                        critical,
-                        result,
-                        time: now.clone(),
-                    },
-                );
+        for breaker in self.inner.breakers.breakers() {
+            let Some((critical, result)) = breaker_check(&breaker) else {
+                continue;
+            };
+            if critical_only && !critical {
+                continue;
             }
+            report.add(
+                format!("{}:circuitBreaker", breaker.name()),
+                CheckEntry {
+                    component_type: "circuitBreaker",
+                    critical,
+                    result,
+                    time: now.clone(),
+                },
+            );
         }
         for probe in read(&self.inner.probes).iter() {
             if critical_only && !probe.is_critical() {
