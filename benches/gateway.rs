@@ -6,7 +6,7 @@
 //! per target, the pair's order alternating; the ratio gateway ÷ bare is taken per pair, and
 //! the medians over the pairs are printed.
 //!
-//! Run with `cargo bench --bench gateway` (`BREAKWATER_BENCH_ROUNDS` pairs, default 41, of
+//! Run with `cargo bench --bench gateway --features full` (`BREAKWATER_BENCH_ROUNDS` pairs, default 41, of
 //! `BREAKWATER_BENCH_REQUESTS` requests per round, default 4,000, change the run's length).
 
 #[path = "../examples/gateway.rs"]

@@ -1,6 +1,6 @@
 //! An API gateway with the whole Breakwater stack, on embedded defaults.
 //!
-//! Run with `cargo run --example gateway`: it starts a simulated upstream whose failure rate
+//! Run with `cargo run --example gateway --features full`: it starts a simulated upstream whose failure rate
 //! and latency change at run time, and a gateway on 127.0.0.1:8080 in front of it, and prints
 //! the URLs and the generated ops token. Flags (or environment): `--listen ADDR`
 //! (`BREAKWATER_LISTEN`), `--upstream URL` (`BREAKWATER_UPSTREAM`: a real upstream instead of
@@ -27,11 +27,11 @@ use axum::extract::{Json, Request, State as AxState};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use breakwater::ops::OpsApi;
+use breakwater::tower::fallback::{FallbackLayer, StaleCache};
+use breakwater::tower::health::{HealthRegistry, Probe};
+use breakwater::tower::{CircuitBreakerLayer, MethodAndRoute};
 use breakwater::{Config, FamilyOptions, HealthMode, KeyedFamily, Registry, SlidingWindow};
-use breakwater_axum::OpsApi;
-use breakwater_tower::fallback::{FallbackLayer, StaleCache};
-use breakwater_tower::health::{HealthRegistry, Probe};
-use breakwater_tower::{CircuitBreakerLayer, MethodAndRoute};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -182,14 +182,14 @@ async fn put_sim(
     body: Result<Json<SimSettings>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Ok(Json(s)) = body else {
-        return breakwater_axum::ApiError::bad_request(
+        return breakwater::ops::ApiError::bad_request(
             "expected {\"failureRate\": 0..1, \"latencyMs\": n}",
         )
         .into_response();
     };
     if let Some(rate) = s.failure_rate {
         if !(0.0..=1.0).contains(&rate) {
-            return breakwater_axum::ApiError::bad_request("`failureRate` must be within 0..1")
+            return breakwater::ops::ApiError::bad_request("`failureRate` must be within 0..1")
                 .into_response();
         }
         sim.failure_permille
@@ -216,12 +216,12 @@ async fn proxy(AxState(p): AxState<Proxy>, req: Request) -> Response {
     let uri = format!("{}{pq}", base.trim_end_matches('/'));
     parts.uri = match uri.parse() {
         Ok(u) => u,
-        Err(_) => return breakwater_axum::ApiError::bad_request("bad path").into_response(),
+        Err(_) => return breakwater::ops::ApiError::bad_request("bad path").into_response(),
     };
     parts.headers.remove(axum::http::header::HOST);
     match p.client.request(Request::from_parts(parts, body)).await {
         Ok(res) => res.map(Body::new).into_response(),
-        Err(e) => breakwater_axum::ApiError::new(
+        Err(e) => breakwater::ops::ApiError::new(
             StatusCode::BAD_GATEWAY,
             "UPSTREAM_ERROR",
             format!("the upstream could not be reached: {e}"),
@@ -375,7 +375,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
                 .token(options.ops_token.clone())
                 .router(),
         )
-        .fallback(breakwater_axum::not_found);
+        .fallback(breakwater::ops::not_found);
     if let Some(sim) = &simulation {
         app = app.merge(
             Router::new()

@@ -4,7 +4,7 @@
 //! Run with:
 //!
 //! ```text
-//! cargo run --example grpc
+//! cargo run --example grpc --features full
 //! ```
 //!
 //! The server's dependency goes down for a while (its calls answer UNAVAILABLE): the client's
@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use breakwater::tower::{CircuitBreakerLayer, DEFAULT_GRPC_FAILURE_CODES, grpc_failures};
 use breakwater::{CircuitBreaker, Config, State};
-use breakwater_tower::{CircuitBreakerLayer, DEFAULT_GRPC_FAILURE_CODES, grpc_failures};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::InterceptorLayer;

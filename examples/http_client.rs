@@ -4,7 +4,7 @@
 //! Run with:
 //!
 //! ```text
-//! cargo run --example http_client
+//! cargo run --example http_client --features full
 //! ```
 //!
 //! Watch the `flaky` host's breaker open after three 500s, refuse calls without touching the
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use breakwater::tower::{Authority, CircuitBreakerLayer, CircuitOpen};
 use breakwater::{Config, EventKind, FamilyOptions, Registry};
-use breakwater_tower::{Authority, CircuitBreakerLayer, CircuitOpen};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;

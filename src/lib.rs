@@ -1,7 +1,19 @@
 //! Breakwater: circuit breakers for Rust services.
 //!
-//! This crate is the one dependency users need: it re-exports the engine
-//! ([`breakwater_core`]) at its root, and switches further parts on by feature.
+//! This crate is the one dependency users need. The engine is at its root; further parts are
+//! switched on by feature:
+//!
+//! | module | feature | what |
+//! |---|---|---|
+//! | (root) | | [`CircuitBreaker`], [`Config`], [`Registry`] and keyed families, events, snapshots, clocks |
+//! | [`tower`] | `http` | `CircuitBreakerLayer` for HTTP and gRPC clients and servers, `ResultBreakerLayer`, `FallbackLayer`; with `axum`, health |
+//! | [`ops`] | `axum` | the ops API: an axum `Router` with metrics, state and config changes, events, alerts, probes, Prometheus text |
+//!
+//! Where to start: [`CircuitBreaker`] for the engine; [`tower::circuit_breaker`] for the
+//! layers (an axum server: `.for_axum()` on each layer; a client: the layer as it is);
+//! [`tower::fallback`]; [`ops::OpsApi`] and [`tower::health::HealthRegistry`] for operators.
+//! The README has a complete axum server, a hyper client, gRPC, and the defaults with their
+//! units.
 //!
 //! # Example
 //!
@@ -33,14 +45,18 @@
 
 pub use breakwater_core::*;
 
-/// The engine crate, for paths like `breakwater::core::clock::TimerTask`.
+#[doc(inline)]
 pub use breakwater_core as core;
 
-/// The tower layers: `CircuitBreakerLayer` for HTTP and gRPC clients and servers,
-/// `FallbackLayer`, and (with `axum`) health.
 #[cfg(feature = "http")]
+#[doc(inline)]
 pub use breakwater_tower as tower;
 
-/// The ops API on axum: `OpsApi`, Prometheus text, alerts.
 #[cfg(feature = "axum")]
+#[doc(inline)]
 pub use breakwater_axum as ops;
+
+/// The README's code, compiled and run as doctests.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -49,8 +49,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 << 10;
 /// [`body_limit`](Self::body_limit) bytes; names in paths are percent-decoded.
 ///
 /// ```
-/// use breakwater_axum::OpsApi;
-/// use breakwater_core::Registry;
+/// use breakwater::ops::OpsApi;
+/// use breakwater::Registry;
 ///
 /// let registry = Registry::new();
 /// let ops: axum::Router = OpsApi::new(&registry).token("s3cret").router();

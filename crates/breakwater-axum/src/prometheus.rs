@@ -209,11 +209,11 @@ impl Collector for RegistryCollector {
 /// The whole exposition of `registry` (OpenMetrics text, ending with `# EOF`).
 ///
 /// ```
-/// use breakwater_core::Registry;
+/// use breakwater::Registry;
 ///
 /// let registry = Registry::new();
 /// registry.breaker("db").try_acquire().unwrap().success();
-/// let text = breakwater_axum::prometheus::render(&registry);
+/// let text = breakwater::ops::prometheus::render(&registry);
 /// assert!(text.contains(
 ///     "resilience_circuit_breaker_calls_total{circuit_breaker_name=\"db\",circuit_breaker_outcome=\"success\"} 1"
 /// ));

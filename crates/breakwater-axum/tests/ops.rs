@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use breakwater_axum::{OpsApi, not_found};
-use breakwater_tower::CircuitBreakerLayer;
 use breakwater_core::{Config, FamilyOptions, HealthMode, ManualClock, Registry, State};
+use breakwater_tower::CircuitBreakerLayer;
 use breakwater_tower::health::{HealthRegistry, Probe};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -114,11 +114,17 @@ async fn merges_into_an_app_with_its_own_fallback_outside_its_breakers() {
     let unknown = api.get("/nowhere").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.json, Value::Null, "the app's fallback answered");
-    assert_eq!(api.get("/v1/circuit-breaker/nope").await.json["code"], "NOT_FOUND");
+    assert_eq!(
+        api.get("/v1/circuit-breaker/nope").await.json["code"],
+        "NOT_FOUND"
+    );
 
     let forced = api.post("/v1/circuit-breaker/force-open/service").await;
     assert_eq!(forced.json["currentState"], "FORCED_OPEN");
-    assert_eq!(api.get("/items").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        api.get("/items").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(api.get("/health").await.status, StatusCode::OK);
     let released = api.post("/v1/circuit-breaker/release/service").await;
     assert_eq!(released.json["currentState"], "CLOSED");

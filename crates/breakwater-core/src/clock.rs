@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use breakwater_core::{CircuitBreaker, Config, ManualClock, State};
+//! use breakwater::{CircuitBreaker, Config, ManualClock, State};
 //!
 //! let clock = ManualClock::new();
 //! let config = Config::builder()

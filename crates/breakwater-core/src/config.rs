@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use breakwater_core::{Config, SlidingWindow, WaitInOpen};
+//! use breakwater::{Config, SlidingWindow, WaitInOpen};
 //!
 //! let config = Config::builder()
 //!     .failure_rate_threshold(50.0)
@@ -359,7 +359,7 @@ pub enum WindowType {
 /// replaced, read back by [`to_config`](ConfigView::to_config) (unknown fields refused).
 ///
 /// ```
-/// use breakwater_core::Config;
+/// use breakwater::Config;
 ///
 /// let config = Config::builder().failure_rate_threshold(25.0).build().unwrap();
 /// let mut view = config.view();
@@ -375,25 +375,42 @@ pub enum WindowType {
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct ConfigView {
+    /// Failure rate that trips, in percent (0 < t <= 100; `50.0` is half the calls), `null`: off.
     pub failure_rate_threshold: Option<f32>,
+    /// Slow-call rate that trips, in percent, `null`: off.
     pub slow_call_rate_threshold: Option<f32>,
+    /// A call taking longer than this many milliseconds is slow.
     pub slow_call_duration_threshold_ms: u64,
+    /// Failures in a row that trip, `null`: off.
     pub consecutive_failures: Option<u32>,
+    /// `COUNT_BASED` (the last N calls) or `TIME_BASED` (the last N seconds).
     pub sliding_window_type: WindowType,
+    /// The window's size: calls (count-based) or seconds (time-based).
     pub sliding_window_size: u64,
+    /// Calls in the window before a rate is judged.
     pub minimum_number_of_calls: u32,
+    /// Probe calls admitted in HALF_OPEN.
     pub permitted_calls_in_half_open: u32,
+    /// Successful probes in a row that close, `null`: the probes' rate decides.
     pub success_threshold: Option<u32>,
+    /// Longest stay in HALF_OPEN, in milliseconds, `null`: until the probes report.
     pub max_wait_in_half_open_ms: Option<u64>,
+    /// Where a breaker goes after `maxWaitInHalfOpenMs`: `OPEN` or `CLOSED`.
     pub state_after_max_wait_in_half_open: State,
+    /// The (first) wait in OPEN, in milliseconds.
     pub wait_in_open_ms: u64,
+    /// The longest wait in OPEN as it grows, in milliseconds (equal to `waitInOpenMs` when fixed).
     pub max_wait_in_open_ms: u64,
+    /// The wait's growth per consecutive re-open (1: fixed).
     pub wait_in_open_multiplier: f64,
+    /// Random spread of each wait, as a fraction (0..1) of it.
     pub wait_in_open_jitter: f64,
+    /// Whether a timer moves OPEN to HALF_OPEN without waiting for a call.
     pub automatic_transition_to_half_open: bool,
+    /// Whether call durations are kept in a histogram (precise clock).
     pub record_call_durations: bool,
+    /// How health reports the breaker: `ignore`, `report` or `critical`.
     pub health: HealthMode,
 }
 

@@ -9,7 +9,7 @@
 //! # Example
 //!
 //! ```
-//! use breakwater_core::{CircuitBreaker, Config, EventKind, State};
+//! use breakwater::{CircuitBreaker, Config, EventKind, State};
 //!
 //! let config = Config::builder().consecutive_failures(1).build().unwrap();
 //! let breaker = CircuitBreaker::new("payments", config);

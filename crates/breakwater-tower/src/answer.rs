@@ -11,7 +11,7 @@
 //! | a request body that could not be read | 400 `BAD_REQUEST` | INVALID_ARGUMENT |
 //!
 //! ```
-//! use breakwater_tower::answer;
+//! use breakwater::tower::answer;
 //! use http::StatusCode;
 //!
 //! let res = answer::json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such circuit");

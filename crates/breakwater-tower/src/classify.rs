@@ -236,8 +236,8 @@ impl WatchEos for GrpcEosErrorsAsFailures {
 /// [`ClassifyEos`]), which [`WatchEos`] does not list.
 ///
 /// ```
-/// use breakwater_core::{CircuitBreaker, Config};
-/// use breakwater_tower::{CircuitBreakerLayer, classify::Watch};
+/// use breakwater::{CircuitBreaker, Config};
+/// use breakwater::tower::{CircuitBreakerLayer, classify::Watch};
 /// use tower_http::classify::{GrpcErrorsAsFailures, SharedClassifier};
 ///
 /// // Any `MakeClassifier`: here tower-http's own gRPC classifier.

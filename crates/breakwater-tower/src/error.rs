@@ -19,7 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The client-side layer returns it boxed in a [`BoxError`]; downcast to find it:
 ///
 /// ```
-/// # use breakwater_tower::{BoxError, CircuitOpen};
+/// # use breakwater::tower::{BoxError, CircuitOpen};
 /// fn is_open(e: &BoxError) -> bool {
 ///     e.downcast_ref::<CircuitOpen>().is_some()
 /// }

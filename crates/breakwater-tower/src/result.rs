@@ -6,8 +6,8 @@
 //! # Example
 //!
 //! ```
-//! use breakwater_core::{CircuitBreaker, Config};
-//! use breakwater_tower::{CircuitOpen, ResultBreakerLayer};
+//! use breakwater::{CircuitBreaker, Config};
+//! use breakwater::tower::{CircuitOpen, ResultBreakerLayer};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -470,7 +470,6 @@ async fn per_endpoint_breakers_open_only_the_failing_route() {
     assert_eq!(
         names,
         vec![
-            "endpoints:<overflow>",
             "endpoints:GET /a",
             "endpoints:GET /b",
             "endpoints:GET /items/{id}"

@@ -43,7 +43,7 @@ use timing::timing_of;
 ///
 /// ```
 /// use std::time::Duration;
-/// use breakwater_core::{CircuitBreaker, Config, ManualClock, SlidingWindow, State};
+/// use breakwater::{CircuitBreaker, Config, ManualClock, SlidingWindow, State};
 ///
 /// let clock = ManualClock::new();
 /// let config = Config::builder()
@@ -177,7 +177,7 @@ impl CircuitBreaker {
     /// nothing (and frees a half-open permit).
     ///
     /// ```
-    /// use breakwater_core::{CallError, CircuitBreaker, Config};
+    /// use breakwater::{CallError, CircuitBreaker, Config};
     ///
     /// # tokio_test_block_on(async {
     /// let breaker = CircuitBreaker::new("api", Config::default());

@@ -208,7 +208,8 @@ impl KeyedFamily {
         &self.inner.overflow
     }
 
-    /// The members, then the overflow breaker.
+    /// The members, then the overflow breaker once it is in use (it has seen a call, or is in
+    /// a state other than CLOSED): until the family is full it has nothing to show.
     pub fn members(&self) -> Vec<CircuitBreaker> {
         let mut v: Vec<CircuitBreaker> = self
             .inner
@@ -217,7 +218,10 @@ impl KeyedFamily {
             .values()
             .map(|m| m.breaker.clone())
             .collect();
-        v.push(self.inner.overflow.clone());
+        let overflow = &self.inner.overflow;
+        if overflow.activity() > 0 || overflow.state() != State::Closed {
+            v.push(overflow.clone());
+        }
         v
     }
 

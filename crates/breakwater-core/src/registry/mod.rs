@@ -30,7 +30,7 @@ pub const DEFAULT_IDLE_EVICTION: Duration = Duration::from_secs(300);
 ///
 /// ```
 /// use std::time::Duration;
-/// use breakwater_core::{FamilyOptions, Registry, State};
+/// use breakwater::{FamilyOptions, Registry, State};
 ///
 /// let registry = Registry::new();
 /// let db = registry.breaker("db");                  // the default config
@@ -165,7 +165,7 @@ impl Registry {
     /// such as a fallback, reports what it did. Nothing is built while nobody listens.
     ///
     /// ```
-    /// use breakwater_core::{EventKind, Registry};
+    /// use breakwater::{EventKind, Registry};
     ///
     /// let registry = Registry::new();
     /// registry.emit("orders", EventKind::FallbackUsed { strategy: "stale" });
@@ -273,7 +273,7 @@ impl Registry {
         read(&self.inner.families).values().cloned().collect()
     }
 
-    /// Every breaker, family members and overflow breakers included, sorted by name.
+    /// Every breaker, family members and overflow breakers in use included, sorted by name.
     pub fn breakers(&self) -> Vec<CircuitBreaker> {
         let mut all: Vec<CircuitBreaker> = read(&self.inner.breakers).values().cloned().collect();
         for f in read(&self.inner.families).values() {
@@ -386,9 +386,16 @@ mod tests {
         let f = r.family("fam", FamilyOptions::new(Config::default()));
         f.get("GET /x y");
         let names: Vec<String> = r.breakers().iter().map(|b| b.name().to_string()).collect();
-        assert_eq!(names, vec!["b", "fam:<overflow>", "fam:GET /x y"]);
+        assert_eq!(
+            names,
+            vec!["b", "fam:GET /x y"],
+            "an unused overflow is not listed"
+        );
         assert!(r.get("fam:GET /x y").is_some());
         assert!(r.get("fam:<overflow>").is_some());
+        f.overflow().try_acquire().unwrap().success();
+        let names: Vec<String> = r.breakers().iter().map(|b| b.name().to_string()).collect();
+        assert_eq!(names, vec!["b", "fam:<overflow>", "fam:GET /x y"]);
         assert!(r.get("fam:missing").is_none());
     }
 

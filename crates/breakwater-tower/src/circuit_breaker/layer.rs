@@ -71,8 +71,8 @@ impl<K, M, O> CircuitBreakerLayer<K, M, O> {
     ///
     /// ```
     /// use axum::{Router, routing::get};
-    /// use breakwater_core::{CircuitBreaker, Config};
-    /// use breakwater_tower::CircuitBreakerLayer;
+    /// use breakwater::{CircuitBreaker, Config};
+    /// use breakwater::tower::CircuitBreakerLayer;
     ///
     /// let breaker = CircuitBreaker::new("api", Config::default());
     /// let app: Router = Router::new()

@@ -20,8 +20,8 @@
 //! # Example: a client with one breaker per host
 //!
 //! ```
-//! use breakwater_core::{Config, FamilyOptions, Registry};
-//! use breakwater_tower::{Authority, CircuitBreakerLayer};
+//! use breakwater::{Config, FamilyOptions, Registry};
+//! use breakwater::tower::{Authority, CircuitBreakerLayer};
 //! use tower::ServiceBuilder;
 //! # type Body = http_body_util::Empty<bytes::Bytes>;
 //! # let client = tower::service_fn(|_: http::Request<Body>| async {
@@ -40,8 +40,8 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use breakwater_core::{CircuitBreaker, Config};
-//! use breakwater_tower::CircuitBreakerLayer;
+//! use breakwater::{CircuitBreaker, Config};
+//! use breakwater::tower::CircuitBreakerLayer;
 //!
 //! let breaker = CircuitBreaker::new("api", Config::default());
 //! let app: Router = Router::new()

@@ -48,7 +48,7 @@ type KeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 ///
 /// ```
 /// use std::time::Duration;
-/// use breakwater_tower::fallback::StaleCache;
+/// use breakwater::tower::fallback::StaleCache;
 ///
 /// let cache = StaleCache::builder()
 ///     .max_entries(10_000)

@@ -95,9 +95,9 @@ impl<R> FallbackLayer<R> {
     ///
     /// ```
     /// use axum::{Router, routing::get};
-    /// use breakwater_core::{CircuitBreaker, Config};
-    /// use breakwater_tower::CircuitBreakerLayer;
-    /// use breakwater_tower::fallback::FallbackLayer;
+    /// use breakwater::{CircuitBreaker, Config};
+    /// use breakwater::tower::CircuitBreakerLayer;
+    /// use breakwater::tower::fallback::FallbackLayer;
     /// use http::Response;
     /// use tower::ServiceBuilder;
     ///
@@ -167,7 +167,7 @@ impl<R, A> FallbackLayer<R, A> {
     /// Answers with a fixed response (its status, headers and body), e.g. 200 `[]` for a list.
     ///
     /// ```
-    /// use breakwater_tower::fallback::FallbackLayer;
+    /// use breakwater::tower::fallback::FallbackLayer;
     /// use http::{Response, header};
     ///
     /// let layer = FallbackLayer::new().fixed(

@@ -32,9 +32,9 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use breakwater_core::{CircuitBreaker, Config};
-//! use breakwater_tower::CircuitBreakerLayer;
-//! use breakwater_tower::fallback::{FallbackLayer, StaleCache};
+//! use breakwater::{CircuitBreaker, Config};
+//! use breakwater::tower::CircuitBreakerLayer;
+//! use breakwater::tower::fallback::{FallbackLayer, StaleCache};
 //! use http::{Response, StatusCode, header};
 //! use tower::ServiceBuilder;
 //!

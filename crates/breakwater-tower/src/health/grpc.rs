@@ -13,8 +13,8 @@ use super::report::Status;
 /// the returned task runs until aborted. Needs a tokio runtime.
 ///
 /// ```no_run
-/// use breakwater_core::Registry;
-/// use breakwater_tower::health::{HealthRegistry, sync_grpc_health};
+/// use breakwater::Registry;
+/// use breakwater::tower::health::{HealthRegistry, sync_grpc_health};
 ///
 /// # #[tokio::main] async fn main() {
 /// let health = HealthRegistry::new(&Registry::new());

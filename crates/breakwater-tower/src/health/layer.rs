@@ -36,8 +36,8 @@ struct Paths {
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use breakwater_core::Registry;
-/// use breakwater_tower::health::{HealthLayer, HealthRegistry};
+/// use breakwater::Registry;
+/// use breakwater::tower::health::{HealthLayer, HealthRegistry};
 ///
 /// let health = HealthRegistry::new(&Registry::new());
 /// let app: Router = Router::new()

@@ -14,8 +14,8 @@
 //! ```
 //! use std::time::Duration;
 //! use axum::{Router, routing::get};
-//! use breakwater_core::Registry;
-//! use breakwater_tower::health::{HealthLayer, HealthRegistry, Probe};
+//! use breakwater::Registry;
+//! use breakwater::tower::health::{HealthLayer, HealthRegistry, Probe};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let registry = Registry::new();

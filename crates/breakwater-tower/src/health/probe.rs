@@ -268,7 +268,8 @@ impl ProbeBuilder {
 ///
 /// ```
 /// use std::time::Duration;
-/// use breakwater_tower::health::{HealthRegistry, Probe};
+/// use breakwater::Registry;
+/// use breakwater::tower::health::{HealthRegistry, Probe};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let health = HealthRegistry::new(&Registry::new());

@@ -26,8 +26,8 @@ struct Custom {
 /// `warn`. Clones share the registry.
 ///
 /// ```
-/// use breakwater_core::{Config, HealthMode, Registry};
-/// use breakwater_tower::health::{CheckResult, HealthRegistry, Status};
+/// use breakwater::{Config, HealthMode, Registry};
+/// use breakwater::tower::health::{CheckResult, HealthRegistry, Status};
 ///
 /// let registry = Registry::new();
 /// let db = registry.breaker_with(
