@@ -13,7 +13,12 @@ use crate::classify::{HttpFailures, Watch};
 /// Layer that applies [`CircuitBreakerService`]: one breaker for the service
 /// ([`new`](Self::new)) or one per endpoint ([`keyed`](Self::keyed)).
 ///
-/// See the [module docs](crate::circuit_breaker) for examples.
+/// As built, it is in its client form (a refused call is a [`CircuitOpen`](crate::CircuitOpen)
+/// error). In an axum app call [`for_axum`](Self::for_axum) (axum needs a service that never
+/// fails; without it, axum's `Router::layer` reports that `Infallible: From<Box<dyn Error + Send
+/// + Sync>>` is not satisfied); on a tonic or hyper server,
+/// [`respond_when_open`](Self::respond_when_open). See the [module docs](crate::circuit_breaker)
+/// for examples.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct CircuitBreakerLayer<K = Single, M = SharedClassifier<HttpFailures>, O = ErrorOnOpen> {

@@ -17,6 +17,18 @@
 //! - Stacked layers each record their own outcomes; an inner breaker's rejection is ignored by
 //!   the outer ones, so one open endpoint cannot open the whole service.
 //!
+//! Which form, where:
+//!
+//! | where | form |
+//! |---|---|
+//! | an axum `Router` (`layer`, `route_layer`) | `.for_axum()` |
+//! | a tonic or hyper server | `.respond_when_open()` |
+//! | a client (`ServiceBuilder` around hyper's client, a tonic channel) | as built |
+//!
+//! In an axum app the client form does not compile: axum reports ``the trait bound
+//! `Infallible: From<Box<dyn Error + Send + Sync>>` is not satisfied`` for `Router::layer` or
+//! `Router::route_layer`. Add `.for_axum()`.
+//!
 //! # Example: a client with one breaker per host
 //!
 //! ```
