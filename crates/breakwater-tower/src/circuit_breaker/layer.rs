@@ -14,11 +14,11 @@ use crate::classify::{HttpFailures, Watch};
 /// ([`new`](Self::new)) or one per endpoint ([`keyed`](Self::keyed)).
 ///
 /// As built, it is in its client form (a refused call is a [`CircuitOpen`](crate::CircuitOpen)
-/// error). In an axum app call [`for_axum`](Self::for_axum) (axum needs a service that never
-/// fails; without it, axum's `Router::layer` reports that `Infallible: From<Box<dyn Error + Send
-/// + Sync>>` is not satisfied); on a tonic or hyper server,
-/// [`respond_when_open`](Self::respond_when_open). See the [module docs](crate::circuit_breaker)
-/// for examples.
+/// error). In an axum app call [`for_axum`](Self::for_axum): axum needs a service that never
+/// fails, and without it `Router::layer` reports that
+/// `Infallible: From<Box<dyn Error + Send + Sync>>` is not satisfied. On a tonic or hyper
+/// server, call [`respond_when_open`](Self::respond_when_open). See the
+/// [module docs](crate::circuit_breaker) for examples.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct CircuitBreakerLayer<K = Single, M = SharedClassifier<HttpFailures>, O = ErrorOnOpen> {
