@@ -18,13 +18,22 @@ use std::task::Poll;
 
 use breakwater_core::{CircuitBreaker, OwnedPermit};
 
-use crate::error::CircuitOpen;
+use crate::error::{BoxError, CircuitOpen};
 
 /// The next call's permit or refusal, decided in `poll_ready`.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
     permit: Option<OwnedPermit>,
-    refused: Option<Box<CircuitOpen>>,
+    refused: Option<Box<Refusal>>,
+}
+
+/// Why the next call will not reach the inner service.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The circuit refused it.
+    Open(CircuitOpen),
+    /// The inner service failed to get ready (for a service that answers the error).
+    Broken(BoxError),
 }
 
 impl Admission {
@@ -39,19 +48,27 @@ impl Admission {
         self.permit.is_none() && self.refused.is_none()
     }
 
+    /// The inner service failed to get ready: the next call is answered with `error`, and
+    /// nothing is held for it (the inner service is not called, the outcome not recorded).
+    #[cold]
+    pub(crate) fn broke(&mut self, error: BoxError) {
+        self.permit = None;
+        self.refused = Some(Box::new(Refusal::Broken(error)));
+    }
+
     /// Keeps what the breaker decided for the next call (`None`: the request decides, in
     /// `call`).
     #[inline(always)]
     pub(crate) fn decide(&mut self, acquired: Option<Result<OwnedPermit, CircuitOpen>>) {
         match acquired {
             Some(Ok(permit)) => self.permit = Some(permit),
-            Some(Err(open)) => self.refused = Some(Box::new(open)),
+            Some(Err(open)) => self.refused = Some(Box::new(Refusal::Open(open))),
             None => {}
         }
     }
 
-    /// Whether the next call is refused: `poll_ready` answers ready at once, without the inner
-    /// service.
+    /// Whether the next call is refused (or answered for a broken inner service): `poll_ready`
+    /// answers ready at once, without the inner service.
     #[inline(always)]
     pub(crate) fn refused(&self) -> bool {
         self.refused.is_some()
@@ -90,13 +107,13 @@ impl Admission {
     pub(crate) fn take_or(
         &mut self,
         acquire: impl FnOnce() -> Result<OwnedPermit, CircuitOpen>,
-    ) -> Result<OwnedPermit, CircuitOpen> {
-        if let Some(open) = self.refused.take() {
-            return Err(*open);
+    ) -> Result<OwnedPermit, Refusal> {
+        if let Some(refusal) = self.refused.take() {
+            return Err(*refusal);
         }
         match self.permit.take() {
             Some(permit) => Ok(permit),
-            None => acquire(),
+            None => acquire().map_err(Refusal::Open),
         }
     }
 }

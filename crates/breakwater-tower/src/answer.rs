@@ -22,6 +22,8 @@
 //!
 //! [`Status`]: tonic::Status
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value};
@@ -83,6 +85,45 @@ pub(crate) fn upstream_error(
         (StatusCode::BAD_GATEWAY, "UPSTREAM_ERROR")
     };
     json_error_with(status, code, message, skipped_field(skipped))
+}
+
+/// An inner service's error, answered (504 or 502) by a server-side breaker; kept in the
+/// answer's extensions, so that a fallback outside sees the failure it was.
+#[derive(Debug, Clone)]
+pub(crate) struct AnsweredError {
+    pub(crate) timeout: bool,
+    pub(crate) message: Arc<str>,
+}
+
+/// The answer to an inner service's error: 504 `UPSTREAM_TIMEOUT` for a timeout, else 502
+/// `UPSTREAM_ERROR` (gRPC: DEADLINE_EXCEEDED or UNAVAILABLE), marked with [`AnsweredError`].
+#[cold]
+pub(crate) fn for_error(error: &(dyn std::error::Error + 'static), grpc: bool) -> Response<Bytes> {
+    let timeout = is_timeout(error);
+    let message = error.to_string();
+    let mut res = upstream_error(timeout, &message, grpc, &[]);
+    res.extensions_mut().insert(AnsweredError {
+        timeout,
+        message: message.into(),
+    });
+    res
+}
+
+/// Whether `error` (or anything in its source chain) is a timeout: tower's `Elapsed` or an I/O
+/// `TimedOut` error.
+pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(err) = e {
+        if err.is::<tower::timeout::error::Elapsed>()
+            || err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        e = err.source();
+    }
+    false
 }
 
 /// The caller's own request body could not be read: 400 `BAD_REQUEST` (gRPC:

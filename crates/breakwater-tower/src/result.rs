@@ -34,7 +34,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::admission::{Admission, permit_of};
+use crate::admission::{Admission, Refusal, permit_of};
 use crate::error::{BoxError, CircuitOpen};
 
 /// Decides the outcome of a result: `Ok` → success, an inner circuit's rejection → ignored, any
@@ -181,7 +181,10 @@ where
                 classify: self.classify.clone(),
                 refused: None,
             },
-            Err(open) => ResultFuture::refused(Box::new(open), self.classify.clone()),
+            Err(Refusal::Open(open)) => {
+                ResultFuture::refused(Box::new(open), self.classify.clone())
+            }
+            Err(Refusal::Broken(_)) => unreachable!("readiness errors are returned, not kept"),
         }
     }
 }

@@ -10,6 +10,7 @@ use tower_http::classify::{ClassifiedResponse, ClassifyResponse};
 
 use super::body::{ResponseBody, Tracker};
 use super::on_open::OnOpen;
+use crate::admission::Refusal;
 use crate::classify::WatchEos;
 use crate::error::CircuitOpen;
 
@@ -30,9 +31,12 @@ pin_project! {
             future: F,
             classifier: Option<C>,
             permit: Option<OwnedPermit>,
+            // Whether an error is answered in gRPC's form (server forms only).
+            grpc: bool,
         },
+        // Refused, or made after the inner service failed to get ready (server forms).
         Rejected {
-            open: Option<CircuitOpen>,
+            refusal: Option<Refusal>,
             grpc: bool,
         },
     }
@@ -40,21 +44,22 @@ pin_project! {
 
 impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
     #[inline(always)]
-    pub(crate) fn called(future: F, classifier: C, permit: OwnedPermit) -> Self {
+    pub(crate) fn called(future: F, classifier: C, permit: OwnedPermit, grpc: bool) -> Self {
         Self {
             state: State::Called {
                 future,
                 classifier: Some(classifier),
                 permit: Some(permit),
+                grpc,
             },
             _on_open: PhantomData,
         }
     }
 
-    pub(crate) fn rejected(open: CircuitOpen, grpc: bool) -> Self {
+    pub(crate) fn rejected(refusal: Refusal, grpc: bool) -> Self {
         Self {
             state: State::Rejected {
-                open: Some(open),
+                refusal: Some(refusal),
                 grpc,
             },
             _on_open: PhantomData,
@@ -82,35 +87,35 @@ where
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Rejected { open, grpc } => {
-                let open = open.take().expect("polled after completion");
-                Poll::Ready(O::rejected(open, *grpc))
+            StateProj::Rejected { refusal, grpc } => {
+                Poll::Ready(match refusal.take().expect("polled after completion") {
+                    Refusal::Open(open) => O::rejected(open, *grpc),
+                    Refusal::Broken(error) => O::broken(error, *grpc),
+                })
             }
             StateProj::Called {
                 future,
                 classifier,
                 permit,
+                grpc,
             } => {
                 let done = "polled after completion";
-                let result = ready!(future.poll(cx));
-                let tracker = match &result {
-                    Ok(res) => settle(
-                        permit.take().expect(done),
-                        classifier.take().expect(done),
-                        res,
-                    ),
-                    Err(_) => None,
+                let res = match ready!(future.poll(cx)) {
+                    Ok(res) => res,
+                    Err(e) => {
+                        let permit = permit.take().expect(done);
+                        return Poll::Ready(failed::<O, E, B, C::ClassifyEos>(permit, e, *grpc));
+                    }
                 };
-                Poll::Ready(match result {
-                    Ok(res) => Ok(match tracker {
-                        None => res.map(O::plain),
-                        Some(t) => res.map(|b| O::watched(ResponseBody::tracked(b, t))),
-                    }),
-                    Err(e) => Err(failed::<O, E, B, C::ClassifyEos>(
-                        permit.take().expect(done),
-                        e,
-                    )),
-                })
+                let tracker = settle(
+                    permit.take().expect(done),
+                    classifier.take().expect(done),
+                    &res,
+                );
+                Poll::Ready(Ok(match tracker {
+                    None => res.map(O::plain),
+                    Some(t) => res.map(|b| O::watched(ResponseBody::tracked(b, t))),
+                }))
             }
         }
     }
@@ -160,12 +165,17 @@ pub(crate) fn outcome(ok: bool) -> Outcome {
 
 /// The inner service failed: a failure, unless it was an inner breaker's rejection.
 #[cold]
-fn failed<O: OnOpen<E, B, C>, E, B, C>(permit: OwnedPermit, e: E) -> O::Error {
-    let (error, inner_open) = O::error(e);
+#[inline(never)]
+fn failed<O: OnOpen<E, B, C>, E, B, C>(
+    permit: OwnedPermit,
+    e: E,
+    grpc: bool,
+) -> Result<Response<O::Body>, O::Error> {
+    let (result, inner_open) = O::error(e, grpc);
     if inner_open {
         permit.ignore();
     } else {
         permit.record(Outcome::Failure);
     }
-    error
+    result
 }

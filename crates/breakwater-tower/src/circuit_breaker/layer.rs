@@ -63,9 +63,10 @@ impl<K, M, O> CircuitBreakerLayer<K, M, O> {
         }
     }
 
-    /// Server side: answer refused calls (503 JSON, or gRPC UNAVAILABLE) and keep the inner
-    /// error type. In an axum app, [`for_axum`](Self::for_axum) does the same without a second
-    /// box around each response body.
+    /// Server side: answer every call, never fail: a refusal 503 JSON (gRPC UNAVAILABLE), an
+    /// inner error 504 `UPSTREAM_TIMEOUT` for a timeout, else 502 `UPSTREAM_ERROR` (see
+    /// [`RespondOnOpen`](super::RespondOnOpen)). In an axum app, [`for_axum`](Self::for_axum)
+    /// does the same without a second box around each response body.
     pub fn respond_when_open(self) -> CircuitBreakerLayer<K, M, RespondOnOpen> {
         self.on_open()
     }

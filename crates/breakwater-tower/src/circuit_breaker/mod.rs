@@ -3,11 +3,19 @@
 //!
 //! - Client side (the default): a refused call fails fast with [`CircuitOpen`](crate::CircuitOpen)
 //!   in a [`BoxError`](crate::BoxError), without calling the inner service.
-//! - Server side ([`respond_when_open`](CircuitBreakerLayer::respond_when_open)): a refused call
-//!   gets 503 with `Retry-After` and the `CIRCUIT_OPEN` JSON body (gRPC: status UNAVAILABLE), and
-//!   the inner error type is kept, so it fits axum's `Router::layer` and tonic's
-//!   `Server::builder().layer`. In an axum app, [`for_axum`](CircuitBreakerLayer::for_axum)
-//!   answers the same way and gives axum its own `Body`, which axum then need not box again.
+//! - Server side ([`respond_when_open`](CircuitBreakerLayer::respond_when_open)): every call
+//!   gets an answer and the service never fails, so it fits axum's `Router::layer` and tonic's
+//!   `Server::builder().layer`: a refused call gets 503 with `Retry-After` and the
+//!   `CIRCUIT_OPEN` JSON body (gRPC: status UNAVAILABLE); an inner error, the inner service's
+//!   failure, is answered 504 `UPSTREAM_TIMEOUT` when it is a timeout and 502 `UPSTREAM_ERROR`
+//!   otherwise (gRPC: DEADLINE_EXCEEDED, UNAVAILABLE). In an axum app,
+//!   [`for_axum`](CircuitBreakerLayer::for_axum) answers the same way and gives axum its own
+//!   `Body`, which axum then need not box again.
+//! - A time limit is tower's `TimeoutLayer` inside the breaker: a call over it is cancelled
+//!   (its future dropped), counted as a failure (and as slow, where a slow-call policy is on),
+//!   and answered 504 by a server-side breaker or handed to a
+//!   [`FallbackLayer`](crate::FallbackLayer) outside with `on_timeouts`; a hung half-open probe
+//!   gives its permit back at its limit.
 //! - What fails is decided by a tower-http [`MakeClassifier`](crate::MakeClassifier):
 //!   [`HttpFailures`](crate::HttpFailures) by default (5xx, decided at the response head: a
 //!   client-side layer hands back the inner service's body as it is),
@@ -48,17 +56,23 @@
 //! # let _ = client;
 //! ```
 //!
-//! # Example: an axum server
+//! # Example: an axum server, with a time limit
 //!
 //! ```
+//! use std::time::Duration;
 //! use axum::{Router, routing::get};
 //! use breakwater::{CircuitBreaker, Config};
 //! use breakwater::tower::CircuitBreakerLayer;
+//! use tower::ServiceBuilder;
 //!
 //! let breaker = CircuitBreaker::new("api", Config::default());
 //! let app: Router = Router::new()
 //!     .route("/items", get(|| async { "[]" }))
-//!     .layer(CircuitBreakerLayer::new(breaker).for_axum());
+//!     .route_layer(
+//!         ServiceBuilder::new()
+//!             .layer(CircuitBreakerLayer::new(breaker).for_axum())
+//!             .timeout(Duration::from_secs(2)), // over it: 504 UPSTREAM_TIMEOUT, a failure
+//!     );
 //! ```
 
 mod body;

@@ -1,6 +1,9 @@
+use std::convert::Infallible;
+
 use http::Response;
 
 use super::body::ResponseBody;
+use crate::answer;
 use crate::classify::WatchEos;
 use crate::error::{BoxError, CircuitOpen};
 
@@ -19,12 +22,27 @@ pub trait OnOpen<E, B, C>: sealed::Sealed {
     /// The service's response body type.
     type Body;
 
+    /// Whether refusals and inner errors are answered (the server forms): then each call
+    /// notes whether its request is gRPC, to answer in kind.
+    #[doc(hidden)]
+    const ANSWERS: bool;
+
     #[doc(hidden)]
     fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, Self::Error>;
 
-    /// Converts the inner service's error, and says whether it was an inner circuit's rejection.
+    /// The inner service's error from a call, as the service's error or its answer, and
+    /// whether it was an inner circuit's rejection.
     #[doc(hidden)]
-    fn error(e: E) -> (Self::Error, bool);
+    fn error(e: E, grpc: bool) -> (Result<Response<Self::Body>, Self::Error>, bool);
+
+    /// The inner service's readiness error: the service's own error, or (for a form that
+    /// answers errors) the error to answer the next call with.
+    #[doc(hidden)]
+    fn ready_error(e: E) -> Result<Self::Error, BoxError>;
+
+    /// The answer to a call made after the inner service failed to get ready.
+    #[doc(hidden)]
+    fn broken(e: BoxError, grpc: bool) -> Result<Response<Self::Body>, Self::Error>;
 
     /// The response body, from the inner service's body when nothing watches it.
     #[doc(hidden)]
@@ -42,9 +60,12 @@ pub trait OnOpen<E, B, C>: sealed::Sealed {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ErrorOnOpen;
 
-/// Server side: a refused call gets an answer, the inner service's error type is kept (axum
-/// needs `Infallible`): 503 with `Retry-After` and the `CIRCUIT_OPEN` JSON body, or for a gRPC
-/// request (`content-type: application/grpc…`) status UNAVAILABLE.
+/// Server side: every call gets an answer, and the service never fails (axum needs
+/// `Infallible`). A refused call gets 503 with `Retry-After` and the `CIRCUIT_OPEN` JSON body;
+/// an inner error is the inner service's failure and is answered 504 `UPSTREAM_TIMEOUT` when it
+/// is a timeout (tower's `Elapsed`, an I/O `TimedOut`), else 502 `UPSTREAM_ERROR`; a gRPC
+/// request (`content-type: application/grpc…`) gets UNAVAILABLE or DEADLINE_EXCEEDED. So a
+/// fallible layer such as tower's `TimeoutLayer` can go inside a server's breaker.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RespondOnOpen;
 
@@ -67,6 +88,7 @@ impl sealed::Sealed for ForAxum {}
 impl<E: Into<BoxError>, B, C: WatchEos> OnOpen<E, B, C> for ErrorOnOpen {
     type Error = BoxError;
     type Body = C::Body<B>;
+    const ANSWERS: bool = false;
 
     fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, BoxError> {
         #[cfg(feature = "grpc")]
@@ -75,10 +97,18 @@ impl<E: Into<BoxError>, B, C: WatchEos> OnOpen<E, B, C> for ErrorOnOpen {
         Err(Box::new(open))
     }
 
-    fn error(e: E) -> (BoxError, bool) {
+    fn error(e: E, _grpc: bool) -> (Result<Response<Self::Body>, BoxError>, bool) {
         let e = e.into();
         let open = CircuitOpen::in_error(&*e).is_some();
-        (e, open)
+        (Err(e), open)
+    }
+
+    fn ready_error(e: E) -> Result<BoxError, BoxError> {
+        Ok(e.into())
+    }
+
+    fn broken(e: BoxError, _grpc: bool) -> Result<Response<Self::Body>, BoxError> {
+        Err(e)
     }
 
     #[inline(always)]
@@ -101,16 +131,36 @@ fn refusal(open: &CircuitOpen, grpc: bool) -> Response<bytes::Bytes> {
     }
 }
 
-impl<E, B, C> OnOpen<E, B, C> for RespondOnOpen {
-    type Error = E;
-    type Body = ResponseBody<B, C>;
+/// A server form's answer to the inner service's error: an inner circuit's refusal is answered
+/// as a refusal (and says so), a timeout 504, any other error 502.
+#[cold]
+fn error_answer(e: BoxError, grpc: bool) -> (Response<bytes::Bytes>, bool) {
+    match CircuitOpen::in_error(&*e) {
+        Some(open) => (refusal(open, grpc), true),
+        None => (answer::for_error(&*e, grpc), false),
+    }
+}
 
-    fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, E> {
+impl<E: Into<BoxError>, B, C> OnOpen<E, B, C> for RespondOnOpen {
+    type Error = Infallible;
+    type Body = ResponseBody<B, C>;
+    const ANSWERS: bool = true;
+
+    fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, Infallible> {
         Ok(refusal(&open, grpc).map(ResponseBody::full))
     }
 
-    fn error(e: E) -> (E, bool) {
-        (e, false)
+    fn error(e: E, grpc: bool) -> (Result<Response<Self::Body>, Infallible>, bool) {
+        let (res, open) = error_answer(e.into(), grpc);
+        (Ok(res.map(ResponseBody::full)), open)
+    }
+
+    fn ready_error(e: E) -> Result<Infallible, BoxError> {
+        Err(e.into())
+    }
+
+    fn broken(e: BoxError, grpc: bool) -> Result<Response<Self::Body>, Infallible> {
+        Ok(error_answer(e, grpc).0.map(ResponseBody::full))
     }
 
     #[inline(always)]
@@ -127,19 +177,30 @@ impl<E, B, C> OnOpen<E, B, C> for RespondOnOpen {
 #[cfg(feature = "axum")]
 impl<E, B, C> OnOpen<E, B, C> for ForAxum
 where
+    E: Into<BoxError>,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     C: tower_http::classify::ClassifyEos + Send + 'static,
 {
-    type Error = E;
+    type Error = Infallible;
     type Body = axum_core::body::Body;
+    const ANSWERS: bool = true;
 
-    fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, E> {
+    fn rejected(open: CircuitOpen, grpc: bool) -> Result<Response<Self::Body>, Infallible> {
         Ok(refusal(&open, grpc).map(axum_core::body::Body::from))
     }
 
-    fn error(e: E) -> (E, bool) {
-        (e, false)
+    fn error(e: E, grpc: bool) -> (Result<Response<Self::Body>, Infallible>, bool) {
+        let (res, open) = error_answer(e.into(), grpc);
+        (Ok(res.map(axum_core::body::Body::from)), open)
+    }
+
+    fn ready_error(e: E) -> Result<Infallible, BoxError> {
+        Err(e.into())
+    }
+
+    fn broken(e: BoxError, grpc: bool) -> Result<Response<Self::Body>, Infallible> {
+        Ok(error_answer(e, grpc).0.map(axum_core::body::Body::from))
     }
 
     #[inline(always)]

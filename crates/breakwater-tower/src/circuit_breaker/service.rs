@@ -9,7 +9,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::keyed::BreakerSource;
 use super::on_open::OnOpen;
-use crate::admission::Admission;
+use crate::admission::{Admission, Refusal};
 use crate::classify::WatchEos;
 use crate::error::CircuitOpen;
 use breakwater_core::OwnedPermit;
@@ -90,7 +90,14 @@ where
         }
         match self.admission.inner_ready(self.inner.poll_ready(cx)) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(O::error(e).0)),
+            Poll::Ready(Err(e)) => match O::ready_error(e) {
+                Ok(error) => Poll::Ready(Err(error)),
+                Err(answer_it) => {
+                    // A form that answers errors answers the next call with it.
+                    self.admission.broke(answer_it);
+                    Poll::Ready(Ok(()))
+                }
+            },
             Poll::Pending => Poll::Pending,
         }
     }
@@ -100,6 +107,9 @@ where
         if K::PER_REQUEST {
             // A breaker per endpoint: `poll_ready` took nothing, the request picks the breaker,
             // and an admitted call goes on as if `poll_ready` had admitted it.
+            if self.admission.refused() {
+                return self.call_unadmitted(req);
+            }
             match self.source.acquire(&req) {
                 Ok(permit) => self.admission.decide(Some(Ok(permit))),
                 Err(open) => return refuse(open, &req),
@@ -107,12 +117,13 @@ where
         }
         if self.admission.admitted() {
             // Admitted: the request goes straight in, and the permit is taken only then.
+            let grpc = O::ANSWERS && is_grpc(&req);
             let classifier = self.make_classifier.make_classifier(&req);
             let future = self.inner.call(req);
             let Some(permit) = self.admission.take_permit() else {
                 unreachable!("checked above")
             };
-            return ResponseFuture::called(future, classifier, permit);
+            return ResponseFuture::called(future, classifier, permit, grpc);
         }
         self.call_unadmitted(req)
     }
@@ -125,12 +136,12 @@ fn refuse<F, C: ClassifyResponse, O, B>(
     open: CircuitOpen,
     req: &Request<B>,
 ) -> ResponseFuture<F, C, O> {
-    ResponseFuture::rejected(open, is_grpc(req))
+    ResponseFuture::rejected(Refusal::Open(open), is_grpc(req))
 }
 
 impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
-    /// A call `poll_ready` did not admit (one breaker): refused there, or `call` without a
-    /// `poll_ready` before it.
+    /// A call `poll_ready` did not admit: refused there, after the inner service failed to get
+    /// ready, or `call` without a `poll_ready` before it.
     #[inline(never)]
     fn call_unadmitted<ReqBody, ResBody>(
         &mut self,
@@ -140,11 +151,12 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
         K: BreakerSource<ReqBody>,
         M: MakeClassifier,
+        O: OnOpen<S::Error, ResBody, M::ClassifyEos>,
     {
         let source = &mut self.source;
         match self.admission.take_or(|| source.acquire(&req)) {
             Ok(permit) => self.call_with(permit, req),
-            Err(open) => ResponseFuture::rejected(open, is_grpc(&req)),
+            Err(refusal) => ResponseFuture::rejected(refusal, is_grpc(&req)),
         }
     }
 
@@ -158,9 +170,11 @@ impl<S, K, M, O> CircuitBreakerService<S, K, M, O> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
         M: MakeClassifier,
+        O: OnOpen<S::Error, ResBody, M::ClassifyEos>,
     {
+        let grpc = O::ANSWERS && is_grpc(&req);
         let classifier = self.make_classifier.make_classifier(&req);
-        ResponseFuture::called(self.inner.call(req), classifier, permit)
+        ResponseFuture::called(self.inner.call(req), classifier, permit, grpc)
     }
 }
 

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::body::{FallbackBody, Recorder};
 use super::strategy::{self, Attempt, BoxFuture, Failure, FailureKind, Saved, Shared};
+use crate::answer::AnsweredError;
 use crate::error::{BoxError, CircuitOpen};
 
 /// What a call carries to its fallbacks.
@@ -146,6 +147,19 @@ fn judge_slow<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
         return fallback(failure, Some(res), ctx);
     }
     let shared = &ctx.shared;
+    if let Some(answered) = res.extensions().get::<AnsweredError>() {
+        // A server-side breaker answered its inner service's error: the failure it was.
+        let (kind, applies) = if answered.timeout {
+            (FailureKind::Timeout, shared.on_timeouts || shared.on_errors)
+        } else {
+            (FailureKind::Error, shared.on_errors)
+        };
+        if applies {
+            let failure = Failure::from_error(kind, answered.message.to_string().into());
+            return fallback(failure, Some(res), ctx);
+        }
+        return Verdict::Answer(success(res, ctx));
+    }
     let timeout_status =
         status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::GATEWAY_TIMEOUT;
     if shared.on_timeouts && timeout_status {
@@ -193,7 +207,7 @@ fn failed<B>(error: BoxError, ctx: Ctx) -> Verdict<B> {
         return fallback(Failure::open(open.clone(), None), None, ctx);
     }
     let shared = &ctx.shared;
-    let (kind, applies) = if strategy::is_timeout(&*error) {
+    let (kind, applies) = if crate::answer::is_timeout(&*error) {
         (FailureKind::Timeout, shared.on_timeouts || shared.on_errors)
     } else {
         (FailureKind::Error, shared.on_errors)

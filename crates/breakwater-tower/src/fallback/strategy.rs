@@ -137,22 +137,6 @@ impl Failure {
     }
 }
 
-/// Whether `error` (or anything in its source chain) is a timeout.
-pub(crate) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(err) = e {
-        if err.is::<tower::timeout::error::Elapsed>()
-            || err
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        e = err.source();
-    }
-    false
-}
-
 #[derive(Clone)]
 pub(crate) enum Strategy {
     Fixed(Arc<Fixed>),

@@ -1,0 +1,328 @@
+//! Time limits the breaker sees: tower's `TimeoutLayer` inside a server's breaker (in an axum
+//! router, by `route_layer`), on tokio's paused clock. A call over its limit is cancelled,
+//! counted as a failure (and as slow), answered 504 `UPSTREAM_TIMEOUT` (gRPC DEADLINE_EXCEEDED)
+//! or handed to the fallback; a hung half-open probe gives its permit back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use breakwater_core::{CircuitBreaker, Config, ManualClock, State};
+use breakwater_tower::fallback::{FallbackLayer, StaleCache};
+use breakwater_tower::{CircuitBreakerLayer, DEFAULT_GRPC_FAILURE_CODES, grpc_failures};
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::{ServiceBuilder, ServiceExt};
+
+const LIMIT: Duration = Duration::from_secs(2);
+
+fn three_in_a_row() -> Config {
+    Config::builder()
+        .no_failure_rate_threshold()
+        .consecutive_failures(3)
+        .slow_call_rate_threshold(100.0)
+        .slow_call_duration_threshold(Duration::from_secs(1))
+        .minimum_number_of_calls(100)
+        .wait_in_open(Duration::from_secs(10))
+        .permitted_calls_in_half_open(1)
+        .build()
+        .unwrap()
+}
+
+/// Counts handler futures dropped before they finished (the cancelled calls).
+#[derive(Clone, Default)]
+struct Cancelled(Arc<AtomicUsize>);
+
+struct Guard(Arc<AtomicUsize>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Cancelled {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A route whose handler never answers, behind a time limit inside its breaker.
+fn hanging_app(cb: &CircuitBreaker, cancelled: &Cancelled) -> Router {
+    let c = cancelled.clone();
+    let hang = move || {
+        let guard = Guard(c.0.clone());
+        async move {
+            std::future::pending::<()>().await;
+            drop(guard);
+            "never"
+        }
+    };
+    Router::new()
+        .route("/slow", get(hang.clone()))
+        .route("/pkg.Svc/Call", post(hang))
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(CircuitBreakerLayer::new(cb.clone()).for_axum())
+                .timeout(LIMIT),
+        )
+}
+
+async fn send(
+    app: &Router,
+    req: Request<axum::body::Body>,
+) -> (StatusCode, http::HeaderMap, Value) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn get_slow() -> Request<axum::body::Body> {
+    Request::get("/slow")
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_over_its_limit_is_cancelled_counted_and_answered_504() {
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("api", three_in_a_row(), clock.clone());
+    let cancelled = Cancelled::default();
+    let app = hanging_app(&cb, &cancelled);
+
+    for i in 1..=3 {
+        let started = tokio::time::Instant::now();
+        let (status, _, json) = send(&app, get_slow()).await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(json["code"], "UPSTREAM_TIMEOUT");
+        assert_eq!(
+            started.elapsed(),
+            LIMIT,
+            "answered at the limit (paused clock)"
+        );
+        assert_eq!(cancelled.count(), i, "the handler's future was dropped");
+    }
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (3, 0));
+    assert_eq!(cb.state(), State::Open);
+    // Then refused at once, without the handler.
+    let started = tokio::time::Instant::now();
+    let (status, headers, json) = send(&app, get_slow()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json["code"], "CIRCUIT_OPEN");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(cancelled.count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_call_is_also_slow() {
+    // The breaker times calls on its own (manual) clock: the clock moves as tokio's does.
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("api", three_in_a_row(), clock.clone());
+    let app = hanging_app(&cb, &Cancelled::default());
+    let pending = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, get_slow()).await }
+    });
+    tokio::task::yield_now().await;
+    clock.advance(LIMIT);
+    let (status, _, _) = pending.await.unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.slow_calls), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_call_over_its_limit_is_deadline_exceeded() {
+    let cb = CircuitBreaker::with_clock("grpc", three_in_a_row(), ManualClock::new());
+    let app = Router::new()
+        .route(
+            "/pkg.Svc/Call",
+            post(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(
+                    CircuitBreakerLayer::new(cb.clone())
+                        .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
+                        .for_axum(),
+                )
+                .timeout(LIMIT),
+        );
+    let req = Request::post("/pkg.Svc/Call")
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, headers, _) = send(&app, req).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "gRPC errors are trailers-only answers"
+    );
+    assert_eq!(headers["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert_eq!(cb.snapshot().failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_half_open_probe_gives_its_permit_back_at_its_limit() {
+    let clock = ManualClock::new();
+    let config = three_in_a_row()
+        .to_builder()
+        .success_threshold(1)
+        .build()
+        .unwrap();
+    let cb = CircuitBreaker::with_clock("api", config, clock.clone());
+    let cancelled = Cancelled::default();
+    let app = hanging_app(&cb, &cancelled);
+    cb.transition_to(State::Open).unwrap();
+    let past_the_wait = Duration::from_millis(10_001);
+    clock.advance(past_the_wait);
+    // The only probe hangs; a second caller meanwhile is refused (the permit is held).
+    let probe = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, get_slow()).await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(cb.state(), State::HalfOpen);
+    let (status, _, _) = send(&app, get_slow()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // At its limit the probe fails: the breaker re-opens instead of waiting for it forever.
+    let (status, _, json) = probe.await.unwrap();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json["code"], "UPSTREAM_TIMEOUT");
+    assert_eq!(cb.state(), State::Open);
+    clock.advance(past_the_wait);
+    let next = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, get_slow()).await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(cb.state(), State::HalfOpen, "a new probe was admitted");
+    assert_eq!(next.await.unwrap().0, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(cancelled.count(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_outside_answers_timeouts_when_asked() {
+    let cb = CircuitBreaker::with_clock("api", three_in_a_row(), ManualClock::new());
+    let fast = Arc::new(AtomicUsize::new(1));
+    let f = fast.clone();
+    let app = Router::new()
+        .route(
+            "/items",
+            get(move || {
+                let fast = f.load(Ordering::SeqCst) == 1;
+                async move {
+                    if !fast {
+                        std::future::pending::<()>().await;
+                    }
+                    "[1,2,3]"
+                }
+            }),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(CircuitBreakerLayer::new(cb.clone()).for_axum())
+                .timeout(LIMIT),
+        )
+        .layer(
+            FallbackLayer::new()
+                .on_timeouts()
+                .stale_if_error(StaleCache::new())
+                .for_axum(),
+        );
+    let items = || {
+        Request::get("/items")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    assert_eq!(send(&app, items()).await.0, StatusCode::OK);
+    fast.store(0, Ordering::SeqCst);
+    let res = app.clone().oneshot(items()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["x-fallback"], "stale");
+    assert_eq!(cb.snapshot().failures, 1, "the breaker counted the timeout");
+
+    // Without `on_timeouts`, the breaker's 504 goes out as it is.
+    let plain = Router::new()
+        .route(
+            "/items",
+            get(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(CircuitBreakerLayer::new(cb.clone()).for_axum())
+                .timeout(LIMIT),
+        )
+        .layer(
+            FallbackLayer::new()
+                .stale_if_error(StaleCache::new())
+                .for_axum(),
+        );
+    let (status, _, json) = send(&plain, items()).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json["code"], "UPSTREAM_TIMEOUT");
+}
+
+#[tokio::test]
+async fn an_inner_service_that_fails_to_get_ready_is_answered_502() {
+    let cb = CircuitBreaker::new("api", Config::default());
+    let broken = tower::service_fn(|_req: Request<axum::body::Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+    });
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()).respond_when_open())
+        .service(NeverReady(broken));
+    let res = svc
+        .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let json: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["code"], "UPSTREAM_ERROR");
+    assert_eq!(
+        cb.snapshot().total_requests,
+        0,
+        "nothing was called, nothing recorded"
+    );
+}
+
+/// A service whose `poll_ready` fails.
+#[derive(Clone)]
+struct NeverReady<S>(S);
+
+impl<S, R> tower::Service<R> for NeverReady<S>
+where
+    S: tower::Service<R>,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = std::future::Ready<Result<S::Response, tower::BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Err("the connection pool is closed".into()))
+    }
+
+    fn call(&mut self, _req: R) -> Self::Future {
+        std::future::ready(Err("called while not ready".into()))
+    }
+}
