@@ -9,7 +9,7 @@
 //! Run with `cargo bench --bench gateway --features full` (`BREAKWATER_BENCH_ROUNDS` pairs, default 41, of
 //! `BREAKWATER_BENCH_REQUESTS` requests per round, default 4,000, change the run's length).
 
-#[path = "../examples/gateway.rs"]
+#[path = "../examples/gateway/main.rs"]
 mod gateway;
 
 use std::net::SocketAddr;
@@ -117,6 +117,7 @@ fn main() {
             listen: "127.0.0.1:0".parse().unwrap(),
             upstream: Some(upstream.clone()),
             ops_token: "bench".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -1,6 +1,6 @@
 //! End to end: the example gateway on a free port in front of an upstream the test controls.
 
-#[path = "../examples/gateway.rs"]
+#[path = "../examples/gateway/main.rs"]
 mod gateway;
 
 use std::net::SocketAddr;
@@ -159,6 +159,7 @@ async fn gateway_end_to_end() {
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream: Some(format!("http://{}", up.addr).parse().unwrap()),
         ops_token: TOKEN.into(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -341,6 +342,7 @@ async fn the_simulation_can_be_changed_at_run_time() {
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream: None,
         ops_token: TOKEN.into(),
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -158,7 +158,6 @@ fn judge_slow<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
             let failure = Failure::from_error(kind, answered.message.to_string().into());
             return fallback(failure, Some(res), ctx);
         }
-        return Verdict::Answer(success(res, ctx));
     }
     let timeout_status =
         status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::GATEWAY_TIMEOUT;

@@ -1,0 +1,443 @@
+//! An API gateway with the whole Breakwater stack, on embedded defaults.
+//!
+//! Run with `cargo run --example gateway --features full`: it starts a simulated upstream
+//! whose failure rate and latency change at run time, and a gateway on 127.0.0.1:8080 in front
+//! of it, and prints the URLs and the generated ops token. Flags and their environment
+//! variables are in `options.rs` (`--help` lists them).
+//!
+//! Requests under `/api/` go to the upstream with `/api` stripped, through a fallback
+//! (stale-if-error for GETs, also on timeouts), a service breaker (`upstream`), per-endpoint
+//! breakers keyed by the matched route template (preset `read` for GET routes, `write` for
+//! `POST /api/orders`, `auth` for `/api/auth/...`; any other path under `/api/` shares one
+//! `catch-all` breaker), and inside each a time limit: reads 2 s, writes 5 s, auth 3 s,
+//! catch-all 2 s, or `--upstream-timeout-ms` for all. A call over its limit is answered 504
+//! `UPSTREAM_TIMEOUT` (or from the stale cache) and counts as its breaker's failure. Bodies over
+//! `--max-body-bytes` (10 MiB) are refused 413 `PAYLOAD_TOO_LARGE`.
+//!
+//! Health (`/health`, `/health/live`, `/health/ready`) is on the public listener. The ops API
+//! (`/v1/...`) and Prometheus (`/metrics`) are too, unless `--ops-listen ADDR` serves them on
+//! a listener of their own (the production layout: keep it on loopback or a private network);
+//! then the public listener answers 404 there. `--ops-read-token` closes the ops API's reads.
+//!
+//! Both listeners bound their clients (`serve.rs`): a header timeout, a cap on connections,
+//! HTTP/2 limits, and a graceful shutdown on Ctrl-C or SIGTERM.
+#![allow(dead_code)]
+
+#[path = "options.rs"]
+mod options;
+#[path = "serve.rs"]
+mod serve;
+#[path = "sim.rs"]
+mod sim;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State as AxState};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use breakwater::ops::{ApiError, OpsApi};
+use breakwater::tower::fallback::{FallbackLayer, StaleCache};
+use breakwater::tower::health::{HealthLayer, HealthRegistry, Probe};
+use breakwater::tower::{CircuitBreakerLayer, MethodAndRoute};
+use breakwater::{Config, FamilyOptions, HealthMode, KeyedFamily, Registry, SlidingWindow};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+
+pub(crate) use options::Options;
+pub(crate) use serve::Limits;
+pub(crate) use sim::{Simulation, start_simulation};
+
+// ----- the proxy -----
+
+#[derive(Clone)]
+struct Proxy {
+    client: Client<HttpConnector, Body>,
+    upstream: Uri,
+    max_body_bytes: u64,
+}
+
+async fn proxy(AxState(p): AxState<Proxy>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request bodies are limited to {} bytes", p.max_body_bytes),
+        )
+        .into_response()
+    };
+    // A declared length over the limit is refused before the upstream is called; a streamed
+    // body is cut at the limit (the upstream never gets a whole body over it).
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > p.max_body_bytes) {
+        return too_large();
+    }
+    let limit = usize::try_from(p.max_body_bytes).unwrap_or(usize::MAX);
+    let body = Body::new(http_body_util::Limited::new(body, limit));
+    let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let base = p.upstream.to_string();
+    let uri = format!("{}{pq}", base.trim_end_matches('/'));
+    parts.uri = match uri.parse() {
+        Ok(u) => u,
+        Err(_) => return ApiError::bad_request("bad path").into_response(),
+    };
+    parts.headers.remove(header::HOST);
+    match p.client.request(Request::from_parts(parts, body)).await {
+        Ok(res) => res.map(Body::new).into_response(),
+        Err(e) if over_limit(&e) => too_large(),
+        Err(e) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "UPSTREAM_ERROR",
+            format!("the upstream could not be reached: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Whether the request failed because its body went over the limit.
+fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e = Some(e);
+    while let Some(err) = e {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        e = err.source();
+    }
+    false
+}
+
+// ----- the gateway -----
+
+/// A running gateway.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Where the ops API listens, when it has a listener of its own.
+    pub(crate) ops_addr: Option<SocketAddr>,
+    /// The breakers.
+    pub(crate) registry: Registry,
+    /// Its health.
+    pub(crate) health: HealthRegistry,
+    /// The simulation, when there is no real upstream.
+    pub(crate) simulation: Option<Arc<Simulation>>,
+    /// The upstream's base URL.
+    pub(crate) upstream: Uri,
+    /// The ops token.
+    pub(crate) ops_token: String,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Stops accepting, lets the requests in flight finish (within the grace period), and
+    /// returns once every listener is closed.
+    pub(crate) async fn shut_down(self) {
+        let _ = self.shutdown.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+    }
+}
+
+/// The upstream breaker's config: it trips on half the last 20 calls failing.
+fn upstream_config() -> Config {
+    Config::builder()
+        .failure_rate_threshold(50.0)
+        .sliding_window(SlidingWindow::Count(20))
+        .minimum_number_of_calls(10)
+        .wait_in_open(Duration::from_secs(5))
+        .health(HealthMode::Critical)
+        .build()
+        .expect("valid config")
+}
+
+fn family(registry: &Registry, preset: &str) -> KeyedFamily {
+    let config = Config::preset_named(preset).expect("a preset");
+    registry.family(preset, FamilyOptions::new(config).max_keys(256))
+}
+
+/// The route groups' time limits (`--upstream-timeout-ms` replaces them all).
+struct RouteLimits {
+    reads: Duration,
+    writes: Duration,
+    auth: Duration,
+    catch_all: Duration,
+}
+
+impl RouteLimits {
+    fn new(all: Option<Duration>) -> Self {
+        let or = |d: u64| all.unwrap_or(Duration::from_secs(d));
+        Self {
+            reads: or(2),
+            writes: or(5),
+            auth: or(3),
+            catch_all: or(2),
+        }
+    }
+}
+
+/// The gateway's API routes without any layer: what the gateway would be without Breakwater
+/// (the same router, handler, client and server), for comparisons.
+pub(crate) async fn start_bare(upstream: Uri) -> std::io::Result<SocketAddr> {
+    let proxy_state = Proxy {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        upstream,
+        max_body_bytes: Options::default().max_body_bytes,
+    };
+    let api = Router::new()
+        .route("/items", get(proxy))
+        .route("/items/{id}", get(proxy))
+        .route("/orders", post(proxy))
+        .route("/auth/{*rest}", any(proxy))
+        .fallback(any(proxy))
+        .with_state(proxy_state);
+    let app = Router::new().nest("/api", api);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(serve::serve(
+        listener,
+        app,
+        Limits::default(),
+        std::future::pending(),
+    ));
+    Ok(addr)
+}
+
+/// Builds and starts the gateway.
+pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
+    let (upstream, simulation) = match options.upstream.clone() {
+        Some(u) => (u, None),
+        None => {
+            let (addr, sim) = start_simulation().await?;
+            (
+                format!("http://{addr}").parse().expect("a valid URI"),
+                Some(sim),
+            )
+        }
+    };
+    let registry = Registry::new();
+    let service = registry.breaker_with("upstream", upstream_config());
+    let read = family(&registry, "read");
+    let write = family(&registry, "write");
+    let auth = family(&registry, "auth");
+    let catch_all =
+        registry.breaker_with("catch-all", Config::preset_named("read").expect("a preset"));
+    let limits = RouteLimits::new(options.upstream_timeout);
+
+    let proxy_state = Proxy {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        upstream: upstream.clone(),
+        max_body_bytes: options.max_body_bytes,
+    };
+    // Each route's breaker, with the route group's time limit inside it: a call over it is
+    // cancelled, counted as the breaker's failure and answered 504.
+    let endpoint = |f: &KeyedFamily, limit: Duration| {
+        ServiceBuilder::new()
+            .layer(CircuitBreakerLayer::keyed(f.clone(), MethodAndRoute).for_axum())
+            .timeout(limit)
+    };
+    let reads = Router::new()
+        .route("/items", get(proxy))
+        .route("/items/{id}", get(proxy))
+        .route_layer(endpoint(&read, limits.reads));
+    let writes = Router::new()
+        .route("/orders", post(proxy))
+        .route_layer(endpoint(&write, limits.writes));
+    let auths = Router::new()
+        .route("/auth/{*rest}", any(proxy))
+        .route_layer(endpoint(&auth, limits.auth));
+    let api = reads
+        .merge(writes)
+        .merge(auths)
+        .fallback_service(
+            ServiceBuilder::new()
+                .layer(CircuitBreakerLayer::new(catch_all).for_axum())
+                .timeout(limits.catch_all)
+                .service(axum::routing::any(proxy).with_state(proxy_state.clone())),
+        )
+        .layer(
+            ServiceBuilder::new()
+                .layer(
+                    FallbackLayer::new()
+                        .events(&registry)
+                        .named("gateway")
+                        .on_failed_responses()
+                        .on_timeouts()
+                        .stale_if_error(StaleCache::new())
+                        .for_axum(),
+                )
+                .layer(CircuitBreakerLayer::new(service.clone()).for_axum()),
+        )
+        .with_state(proxy_state.clone());
+
+    let health = HealthRegistry::new(&registry);
+    let probe_target: Uri = format!("{}/", upstream.to_string().trim_end_matches('/'))
+        .parse()
+        .expect("a valid URI");
+    let probe_client: Client<HttpConnector, Body> =
+        Client::builder(TokioExecutor::new()).build_http();
+    health.add_probe(
+        Probe::http("upstream", probe_client, move || {
+            let mut req = Request::new(Body::empty());
+            *req.uri_mut() = probe_target.clone();
+            req
+        })
+        .interval(Duration::from_secs(5))
+        .timeout(Duration::from_secs(2))
+        .failure_threshold(3)
+        .breaker(service)
+        .build()
+        .expect("valid probe settings"),
+    );
+
+    // The ops router, outside every breaker: force-opening the service breaker never locks
+    // operators out. On the public listener, or (with `--ops-listen`) on its own.
+    let mut ops = OpsApi::new(&registry)
+        .health(health.clone())
+        .token(options.ops_token.clone());
+    if let Some(t) = &options.ops_read_token {
+        ops = ops.read_token(t.clone());
+    }
+    let ops = ops.router();
+    let mut app = Router::new().nest("/api", api);
+    let mut ops_app = None;
+    match options.ops_listen {
+        None => app = app.merge(ops),
+        Some(_) => {
+            // Public: health only (every `/v1/...` and `/metrics` is the fallback's 404).
+            app = app.layer(HealthLayer::new(health.clone()).for_axum());
+            ops_app = Some(ops.fallback(breakwater::ops::not_found));
+        }
+    }
+    let mut app = app.fallback(breakwater::ops::not_found);
+    if let Some(sim) = &simulation {
+        app = app.merge(sim::router(sim.clone()));
+    }
+
+    let serve_limits = Limits {
+        header_timeout: options.header_timeout,
+        max_connections: options.max_connections,
+        ..Limits::default()
+    };
+    let (shutdown, stop) = watch::channel(false);
+    let stopped = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
+    let listener = TcpListener::bind(options.listen).await?;
+    let addr = listener.local_addr()?;
+    let mut servers = vec![tokio::spawn(serve::serve(
+        listener,
+        app,
+        serve_limits,
+        stopped(),
+    ))];
+    let mut ops_addr = None;
+    if let (Some(at), Some(ops_app)) = (options.ops_listen, ops_app) {
+        let listener = TcpListener::bind(at).await?;
+        ops_addr = Some(listener.local_addr()?);
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            ops_app,
+            serve_limits,
+            stopped(),
+        )));
+    }
+    Ok(Gateway {
+        addr,
+        ops_addr,
+        registry,
+        health,
+        simulation,
+        upstream,
+        ops_token: options.ops_token,
+        shutdown,
+        servers,
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let options = match Options::from_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let gw = match start(options).await {
+        Ok(gw) => gw,
+        Err(e) => {
+            eprintln!("could not start the gateway: {e}");
+            std::process::exit(1);
+        }
+    };
+    let base = format!("http://{}", gw.addr);
+    let ops = gw.ops_addr.map_or(base.clone(), |a| format!("http://{a}"));
+    let token = gw.ops_token.clone();
+    println!("Breakwater gateway on {base}, in front of {}", gw.upstream);
+    if gw.simulation.is_some() {
+        println!("  (a simulated upstream: change it with PUT {base}/sim)");
+    }
+    println!();
+    println!("  API       {base}/api/items   {base}/api/items/1   POST {base}/api/orders");
+    println!("  health    {base}/health   {base}/health/ready   {base}/health/live");
+    println!("  metrics   {ops}/v1/circuit-breaker/metrics   {ops}/metrics");
+    println!("  events    {ops}/v1/circuit-breaker/events/stream");
+    println!("  ops token {token}");
+    println!();
+    println!("Try:");
+    println!("  curl -s {base}/api/items");
+    if gw.simulation.is_some() {
+        println!(
+            "  curl -s -X PUT {base}/sim -H 'content-type: application/json' -d '{{\"failureRate\": 1}}'"
+        );
+    }
+    println!("  for i in $(seq 5); do curl -s -i {base}/api/items/7 | head -1; done");
+    println!("  curl -s {ops}/v1/circuit-breaker/metrics");
+    println!("  curl -s -X POST {ops}/v1/circuit-breaker/reset -H 'authorization: Bearer {token}'");
+    stop_signal().await;
+    println!("shutting down: finishing the requests in flight");
+    gw.shut_down().await;
+}
+
+/// Ctrl-C, or SIGTERM where there are signals.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot wait for ctrl-c: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,162 @@
+//! The gateway's flags and their environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::Uri;
+
+/// What the gateway is started with.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Where the gateway listens (`--listen`, `BREAKWATER_LISTEN`).
+    pub(crate) listen: SocketAddr,
+    /// Where the ops API listens, if not on the public listener (`--ops-listen`,
+    /// `BREAKWATER_OPS_LISTEN`).
+    pub(crate) ops_listen: Option<SocketAddr>,
+    /// A real upstream; `None` starts the simulation (`--upstream`, `BREAKWATER_UPSTREAM`).
+    pub(crate) upstream: Option<Uri>,
+    /// The ops API's write token (`--ops-token`, `BREAKWATER_OPS_TOKEN`; generated if unset).
+    pub(crate) ops_token: String,
+    /// A token the ops API's reads then need (`--ops-read-token`, `BREAKWATER_OPS_READ_TOKEN`).
+    pub(crate) ops_read_token: Option<String>,
+    /// One time limit for every upstream call, instead of the route groups' own
+    /// (`--upstream-timeout-ms`, `BREAKWATER_UPSTREAM_TIMEOUT_MS`).
+    pub(crate) upstream_timeout: Option<Duration>,
+    /// Longest wait for a request head, and on an idle keep-alive connection
+    /// (`--header-timeout-ms`, `BREAKWATER_HEADER_TIMEOUT_MS`; 10 s).
+    pub(crate) header_timeout: Duration,
+    /// Connections served at once per listener (`--max-connections`,
+    /// `BREAKWATER_MAX_CONNECTIONS`; 10,000).
+    pub(crate) max_connections: usize,
+    /// Largest request body proxied (`--max-body-bytes`, `BREAKWATER_MAX_BODY_BYTES`; 10 MiB).
+    pub(crate) max_body_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ops_listen: None,
+            upstream: None,
+            ops_token: generate_token(),
+            ops_read_token: None,
+            upstream_timeout: None,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_body_bytes: 10 << 20,
+        }
+    }
+}
+
+const USAGE: &str = "usage: gateway [--listen ADDR] [--ops-listen ADDR] [--upstream URL] \
+[--ops-token T] [--ops-read-token T] [--upstream-timeout-ms MS] [--header-timeout-ms MS] \
+[--max-connections N] [--max-body-bytes N]";
+
+impl Options {
+    /// From the command line and the environment (a flag wins), with the defaults.
+    pub(crate) fn from_args() -> Result<Self, String> {
+        Self::parse(std::env::args().skip(1), |k| {
+            std::env::var(k).ok().filter(|v| !v.is_empty())
+        })
+    }
+
+    /// From `args` and the variables `env` finds.
+    pub(crate) fn parse(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        // (flag, variable): the variable's value, replaced by the flag's.
+        let known = [
+            ("--listen", "BREAKWATER_LISTEN"),
+            ("--ops-listen", "BREAKWATER_OPS_LISTEN"),
+            ("--upstream", "BREAKWATER_UPSTREAM"),
+            ("--ops-token", "BREAKWATER_OPS_TOKEN"),
+            ("--ops-read-token", "BREAKWATER_OPS_READ_TOKEN"),
+            ("--upstream-timeout-ms", "BREAKWATER_UPSTREAM_TIMEOUT_MS"),
+            ("--header-timeout-ms", "BREAKWATER_HEADER_TIMEOUT_MS"),
+            ("--max-connections", "BREAKWATER_MAX_CONNECTIONS"),
+            ("--max-body-bytes", "BREAKWATER_MAX_BODY_BYTES"),
+        ];
+        let mut values: Vec<Option<String>> = known.iter().map(|(_, var)| env(var)).collect();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            if flag == "-h" || flag == "--help" {
+                return Err(USAGE.into());
+            }
+            let Some(i) = known.iter().position(|(f, _)| *f == flag) else {
+                return Err(format!("unknown flag `{flag}` (try --help)"));
+            };
+            values[i] = Some(
+                args.next()
+                    .ok_or_else(|| format!("`{flag}` needs a value"))?,
+            );
+        }
+        let value = |flag: &str| {
+            let i = known
+                .iter()
+                .position(|(f, _)| *f == flag)
+                .expect("a known flag");
+            values[i].clone()
+        };
+        let mut o = Self::default();
+        if let Some(v) = value("--listen") {
+            o.listen = addr("--listen", &v)?;
+        }
+        if let Some(v) = value("--ops-listen") {
+            o.ops_listen = Some(addr("--ops-listen", &v)?);
+        }
+        if let Some(u) = value("--upstream") {
+            let uri: Uri = u
+                .parse()
+                .map_err(|e| format!("invalid --upstream `{u}`: {e}"))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(format!(
+                    "--upstream must be an http://host:port URL, not `{u}`"
+                ));
+            }
+            o.upstream = Some(uri);
+        }
+        if let Some(t) = value("--ops-token") {
+            o.ops_token = t;
+        }
+        o.ops_read_token = value("--ops-read-token");
+        if let Some(v) = value("--upstream-timeout-ms") {
+            o.upstream_timeout = Some(millis("--upstream-timeout-ms", &v)?);
+        }
+        if let Some(v) = value("--header-timeout-ms") {
+            o.header_timeout = millis("--header-timeout-ms", &v)?;
+        }
+        if let Some(v) = value("--max-connections") {
+            o.max_connections = positive("--max-connections", &v)? as usize;
+        }
+        if let Some(v) = value("--max-body-bytes") {
+            o.max_body_bytes = positive("--max-body-bytes", &v)?;
+        }
+        Ok(o)
+    }
+}
+
+fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|e| format!("invalid {flag} `{v}`: {e} (expected IP:PORT)"))
+}
+
+fn positive(flag: &str, v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "invalid {flag} `{v}`: expected a whole number above 0"
+        )),
+    }
+}
+
+fn millis(flag: &str, v: &str) -> Result<Duration, String> {
+    positive(flag, v).map(Duration::from_millis)
+}
+
+/// 128 random bits from the operating system, as hex.
+fn generate_token() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
