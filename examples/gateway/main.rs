@@ -314,18 +314,19 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     }
     let ops = ops.router();
     let mut app = Router::new().nest("/api", api);
-    let mut ops_app = None;
-    match options.ops_listen {
-        None => app = app.merge(ops),
-        Some(_) => {
-            // Public: health only (every `/v1/...` and `/metrics` is the fallback's 404).
-            app = app.layer(HealthLayer::new(health.clone()).for_axum());
-            ops_app = Some(ops.fallback(breakwater::ops::not_found));
-        }
-    }
-    let mut app = app.fallback(breakwater::ops::not_found);
     if let Some(sim) = &simulation {
         app = app.merge(sim::router(sim.clone()));
+    }
+    let mut ops_app = None;
+    match options.ops_listen {
+        None => app = app.merge(ops).fallback(breakwater::ops::not_found),
+        Some(_) => {
+            // Public: health only (every `/v1/...` and `/metrics` is the fallback's 404).
+            app = app
+                .fallback(breakwater::ops::not_found)
+                .layer(HealthLayer::new(health.clone()).for_axum());
+            ops_app = Some(ops.fallback(breakwater::ops::not_found));
+        }
     }
 
     let serve_limits = Limits {
