@@ -4,8 +4,9 @@
 //! FORCED_OPEN, DISABLED and METRICS_ONLY), tripping on consecutive failures, on the failure rate
 //! or on the slow-call rate over a count- or time-based sliding window, and staying open for a
 //! fixed or exponentially growing wait. Semantics follow Resilience4j, plus generations: an
-//! outcome reported by a permit issued before a transition is dropped (a thread caught between
-//! the check and the record at the transition can still land one in the new window).
+//! outcome reported by a permit issued before a transition stays out of the window (a thread
+//! caught between the check and the record at the transition can still land one in the new
+//! window), and is counted in the lifetime counters.
 //!
 //! - [`CircuitBreaker::try_acquire`] → [`Permit`] → `success()` / `failure()` / `ignore()`;
 //!   [`CircuitBreaker::call`] wraps a future.

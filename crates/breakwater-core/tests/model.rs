@@ -617,12 +617,19 @@ fn outcome_of_a_permit_from_before_a_reset_is_dropped() {
     );
     cb.reset();
 
-    // And across a manual transition: CLOSED -> METRICS_ONLY drops a CLOSED permit's outcome.
+    // Across any other transition (here CLOSED -> METRICS_ONLY) a CLOSED permit's outcome is
+    // dropped from the window, and counted in the lifetime counters: the call did happen.
     let permit = cb.try_acquire().unwrap();
     cb.transition_to(State::MetricsOnly).unwrap();
     permit.failure();
     let s = cb.snapshot();
-    assert_eq!(s.failures, 0);
+    assert_eq!(s.failures, 1);
+    assert_eq!(s.window.buffered_calls, 0);
+    let permit = cb.try_acquire().unwrap();
+    cb.transition_to(State::Closed).unwrap();
+    permit.success();
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes, s.total_requests), (1, 1, 2));
     assert_eq!(s.window.buffered_calls, 0);
 }
 

@@ -46,7 +46,7 @@ pub(super) struct Hot {
 #[derive(Debug, Default)]
 pub(super) struct Lifetime {
     pub(super) failures: AtomicU64,
-    /// Calls recorded outside the count window (HALF_OPEN, time windows).
+    /// Calls recorded outside the count window (HALF_OPEN, time windows, late outcomes).
     pub(super) other_calls: AtomicU64,
     /// The count window's lifetime calls at the last reset.
     pub(super) window_base: AtomicU64,
@@ -62,6 +62,8 @@ pub(super) struct Lifetime {
     pub(super) last_failure: AtomicU64,
     pub(super) last_success: AtomicU64,
     pub(super) opened_at: AtomicU64,
+    /// The generation the latest reset entered: a late outcome from before it is not counted.
+    pub(super) reset_generation: AtomicU64,
     /// Durations of the calls recorded with `record_call_durations`.
     pub(super) durations: Histogram,
 }
@@ -340,8 +342,9 @@ impl Inner {
             && (started == UNTIMED || self.fast_within_threshold(started))
         {
             let hot = &self.hot.0;
-            // An outcome from an older generation is dropped.
+            // An outcome from an older generation is dropped from the window.
             if hot.state.load(Ordering::Acquire) != word {
+                self.count_late(word, Call::new(false, false));
                 return;
             }
             // Read before the `fetch_add`, which orders every later load behind it.
@@ -425,6 +428,7 @@ impl Inner {
         // HALF_OPEN accounting has no such gap (its word carries the generation).
         let hot = &self.hot.0;
         if hot.state.load(Ordering::Acquire) != word {
+            self.count_late(word, call);
             return;
         }
         self.observe(duration);
@@ -527,11 +531,31 @@ impl Inner {
         });
     }
 
+    /// An outcome that arrived after a transition: it belongs to no window (it decides
+    /// nothing), but the call did happen, so the lifetime counters count it (unless a reset,
+    /// which zeroes them, came after its permit).
+    #[cold]
+    #[inline(never)]
+    fn count_late(&self, word: u64, call: Call) {
+        let l = &self.life.0;
+        if generation_of(word) < l.reset_generation.load(Ordering::Acquire) {
+            return;
+        }
+        l.other_calls.fetch_add(1, Ordering::Relaxed);
+        if call.is_failure() {
+            l.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if call.is_slow() {
+            l.slow_calls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     #[cold]
     fn record_half_open(&self, word: u64, call: Call, duration: Option<u64>) {
         let hot = &self.hot.0;
         let rules = hot.tuning.probe_rules();
         let Some(decision) = self.half_open.0.report(generation_of(word), call, &rules) else {
+            self.count_late(word, call);
             return;
         };
         self.observe(duration);

@@ -286,6 +286,9 @@ impl CircuitBreaker {
             c.store(0, Ordering::Relaxed);
         }
         l.durations.reset();
+        let word = inner.hot.0.state.load(Ordering::Acquire);
+        l.reset_generation
+            .store(crate::state::generation_of(word), Ordering::Release);
         ctl.transitions.clear();
         inner.emit(EventKind::Reset);
     }
