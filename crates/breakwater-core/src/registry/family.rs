@@ -13,6 +13,9 @@ use crate::state::State;
 
 use super::{DEFAULT_IDLE_EVICTION, DEFAULT_MAX_KEYS};
 
+/// How often a full family looks for idle members to evict (monotonic nanos): 100 ms.
+const FULL_SWEEP_EVERY: u64 = 100_000_000;
+
 /// How a [`KeyedFamily`] creates and bounds its breakers.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -155,8 +158,12 @@ impl KeyedFamily {
             return m.breaker.clone();
         }
         let idle = saturating_nanos(inner.options.idle_eviction);
-        let due = now.saturating_sub(inner.last_sweep.load(Ordering::Relaxed)) >= idle;
-        if members.len() >= inner.options.max_keys || due {
+        let since = now.saturating_sub(inner.last_sweep.load(Ordering::Relaxed));
+        // A full family looks for idle members to make room, but at most every
+        // `FULL_SWEEP_EVERY`: a stream of new keys into a family full of active ones must not
+        // cost a sweep of every member each.
+        let full = members.len() >= inner.options.max_keys;
+        if since >= idle || (full && since >= idle.min(FULL_SWEEP_EVERY)) {
             inner.last_sweep.store(now, Ordering::Relaxed);
             sweep(&members, now, idle);
         }
