@@ -106,5 +106,9 @@ async fn a_million_raw_paths_through_a_keyed_layer_stay_under_the_cap() {
     assert!(family.len() <= CAP);
     let growth = rss_bytes().saturating_sub(rss_before);
     assert!(growth < 64 << 20, "RSS grew by {} MiB", growth >> 20);
-    println!("{KEYS} raw paths: {} keys held (cap {CAP}), RSS +{} MiB", family.len(), growth >> 20);
+    println!(
+        "{KEYS} raw paths: {} keys held (cap {CAP}), RSS +{} MiB",
+        family.len(),
+        growth >> 20
+    );
 }

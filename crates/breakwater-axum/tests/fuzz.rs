@@ -1,5 +1,5 @@
 //! No input makes the ops API panic or answer anything but its documented statuses, and
-//! requests without the token change nothing.
+//! requests without the token change nothing. `PROPTEST_CASES=N` runs more cases.
 
 use breakwater_axum::{OpsApi, not_found};
 use breakwater_core::{Config, FamilyOptions, Registry};
@@ -8,6 +8,51 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use tower::ServiceExt;
+
+/// `PROPTEST_CASES` if set, else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Any JSON value, nested a few levels, with the config's own field names among the keys.
+fn json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        prop_oneof![Just(0u64), Just(1), Just(100), Just(u64::MAX)].prop_map(Value::from),
+        "[ -~]{0,12}".prop_map(Value::String),
+    ];
+    let key = prop_oneof![
+        Just("failureRateThreshold".to_owned()),
+        Just("slowCallRateThreshold".to_owned()),
+        Just("slowCallDurationThresholdMs".to_owned()),
+        Just("consecutiveFailures".to_owned()),
+        Just("slidingWindowType".to_owned()),
+        Just("slidingWindowSize".to_owned()),
+        Just("minimumNumberOfCalls".to_owned()),
+        Just("permittedCallsInHalfOpen".to_owned()),
+        Just("successThreshold".to_owned()),
+        Just("waitInOpenMs".to_owned()),
+        Just("maxWaitInOpenMs".to_owned()),
+        Just("waitInOpenMultiplier".to_owned()),
+        Just("waitInOpenJitter".to_owned()),
+        Just("health".to_owned()),
+        "[a-zA-Z]{0,10}",
+    ];
+    leaf.prop_recursive(3, 24, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            prop::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
 
 fn segment() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -66,7 +111,7 @@ fn request() -> impl Strategy<Value = (Method, String, Option<String>, Option<St
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn any_request_gets_a_documented_answer((method, path, auth, ct, body) in request()) {
@@ -110,6 +155,45 @@ proptest! {
         }
         if !authorized {
             prop_assert_eq!((db.state(), db.config(), db.generation()), before);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_config_change_is_applied_whole_or_refused_whole(body in json()) {
+        let registry = Registry::new();
+        let db = registry.breaker_with("db", Config::default());
+        let router = OpsApi::new(&registry).token("secret").router().fallback(not_found);
+        let before = db.config();
+        let req = Request::put("/v1/circuit-breaker/db/config")
+            .header(header::AUTHORIZATION, "Bearer secret")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (status, bytes) = rt.block_on(async {
+            let res = router.oneshot(req).await.unwrap();
+            (res.status(), res.into_body().collect().await.unwrap().to_bytes())
+        });
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON answer");
+        match status.as_u16() {
+            200 => {
+                // The change took as a whole: the breaker's config is the one answered, valid.
+                let view: breakwater_core::ConfigView =
+                    serde_json::from_value(answer["config"].clone()).expect("a config view");
+                prop_assert_eq!(view.to_config().expect("valid"), db.config());
+            }
+            400 => {
+                prop_assert!(
+                    ["INVALID_CONFIG", "BAD_REQUEST"].contains(&answer["code"].as_str().unwrap_or("")),
+                    "{answer}"
+                );
+                prop_assert_eq!(db.config(), before, "a refused change changes nothing");
+            }
+            other => prop_assert!(false, "status {other}: {answer}"),
         }
     }
 }

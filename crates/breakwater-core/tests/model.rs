@@ -102,6 +102,10 @@ struct Model {
     not_permitted: u64,
     consecutive_failures: u64,
     circuit_opens: u64,
+    /// Bumped on every state entry (a permit carries the one it was issued in).
+    generation: u64,
+    /// The generation the latest reset entered.
+    reset_generation: u64,
 }
 
 impl Model {
@@ -122,6 +126,8 @@ impl Model {
             not_permitted: 0,
             consecutive_failures: 0,
             circuit_opens: 0,
+            generation: 0,
+            reset_generation: 0,
         }
     }
 
@@ -147,6 +153,34 @@ impl Model {
             State::ForcedOpen | State::Disabled | State::MetricsOnly => self.window.clear(),
         }
         self.state = to;
+        self.generation += 1;
+    }
+
+    /// A permit held since `generation` (issued in `issued_in`) reports `outcome`: as any
+    /// permit if nothing changed since; after a transition it decides nothing, and counts in
+    /// the lifetime counters unless a reset came after it (or it was issued in DISABLED).
+    fn release_held(&mut self, generation: u64, issued_in: State, outcome: Outcome, nanos: u64) {
+        if issued_in == State::Disabled {
+            return;
+        }
+        if generation == self.generation {
+            return self.record(outcome, nanos);
+        }
+        if generation < self.reset_generation || outcome == Outcome::Ignored {
+            return;
+        }
+        if outcome == Outcome::Failure {
+            self.failures += 1;
+        } else {
+            self.successes += 1;
+        }
+    }
+
+    /// A held permit is dropped unrecorded: it gives back a slot of its own generation only.
+    fn drop_held(&mut self, generation: u64) {
+        if generation == self.generation {
+            self.drop_permit();
+        }
     }
 
     /// Whether a call is admitted (and its permit issued).
@@ -288,6 +322,7 @@ impl Model {
 
     fn reset(&mut self) {
         self.enter(State::Closed);
+        self.reset_generation = self.generation;
         self.failures = 0;
         self.successes = 0;
         self.not_permitted = 0;
@@ -317,6 +352,12 @@ enum Step {
     Call(Outcome, Option<Duration>),
     /// Acquire and drop the permit unrecorded.
     AcquireAndDrop,
+    /// Acquire and hold the permit (across later steps).
+    Hold,
+    /// The oldest held permit reports (success or failure), whatever happened since.
+    ReleaseHeld(Outcome, Option<Duration>),
+    /// The oldest held permit is dropped unrecorded.
+    DropHeld,
     AdvanceClock(Duration),
     Reset,
     Transition(State),
@@ -379,6 +420,13 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
         12 => (outcome_strategy(), duration_strategy()).prop_map(|(o, d)| Step::Call(o, d)),
         2 => Just(Step::AcquireAndDrop),
+        2 => Just(Step::Hold),
+        2 => (
+            prop::sample::select(vec![Outcome::Success, Outcome::Failure]),
+            duration_strategy()
+        )
+            .prop_map(|(o, d)| Step::ReleaseHeld(o, d)),
+        1 => Just(Step::DropHeld),
         3 => (0u64..15_000).prop_map(|ms| Step::AdvanceClock(Duration::from_millis(ms))),
         1 => Just(Step::AdvanceClock(Duration::from_nanos(WAIT_NANOS))),
         1 => Just(Step::AdvanceClock(Duration::from_nanos(1))),
@@ -435,6 +483,7 @@ fn run_count_model(cfg: ModelConfig, steps: Vec<Step>) -> Result<(), TestCaseErr
     let clock = ManualClock::new();
     let cb = CircuitBreaker::with_clock("model", cfg.build(), clock.clone());
     let mut m = Model::new(cfg);
+    let mut held = std::collections::VecDeque::new();
     compare(&cb, &m, &clock, "initially")?;
     for (i, step) in steps.iter().enumerate() {
         let ctx = format!("after step {i} {step:?} (model {m:?})");
@@ -459,6 +508,39 @@ fn run_count_model(cfg: ModelConfig, steps: Vec<Step>) -> Result<(), TestCaseErr
                 if let Ok(permit) = got {
                     drop(permit);
                     m.drop_permit();
+                }
+            }
+            Step::Hold => {
+                let got = cb.try_acquire();
+                let issued_in = m.state;
+                let admitted = m.try_acquire();
+                prop_assert_eq!(got.is_ok(), admitted, "admitted, {}", ctx);
+                if let Ok(permit) = got {
+                    // (A lazy OPEN -> HALF_OPEN happened in `try_acquire`.)
+                    let issued_in = if admitted { m.state } else { issued_in };
+                    held.push_back((permit, m.generation, issued_in, m.now));
+                }
+            }
+            Step::ReleaseHeld(outcome, duration) => {
+                if let Some((permit, generation, issued_in, at)) = held.pop_front() {
+                    match duration {
+                        Some(d) => permit.record_with_duration(*outcome, *d),
+                        None => permit.record(*outcome),
+                    }
+                    // Untimed, a call is timed from its permit when a slow-call policy is on.
+                    let elapsed = if m.cfg.slow_rate.is_some() {
+                        m.now - at
+                    } else {
+                        0
+                    };
+                    let nanos = duration.map_or(elapsed, |d| d.as_nanos() as u64);
+                    m.release_held(generation, issued_in, *outcome, nanos);
+                }
+            }
+            Step::DropHeld => {
+                if let Some((permit, generation, _, _)) = held.pop_front() {
+                    drop(permit);
+                    m.drop_held(generation);
                 }
             }
             Step::AdvanceClock(d) => {
