@@ -121,7 +121,8 @@ fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 
 // ----- the gateway -----
 
-/// A running gateway.
+/// A running gateway; dropping it stops its listeners as [`shut_down`](Self::shut_down) does
+/// (without waiting).
 #[derive(Debug)]
 pub(crate) struct Gateway {
     /// Where it listens.

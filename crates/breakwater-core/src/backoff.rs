@@ -117,6 +117,7 @@ impl WaitInOpen {
             } => {
                 let exp = attempt.saturating_sub(1).min(1_000) as i32;
                 let secs = (initial.as_secs_f64() * multiplier.powi(exp)).min(max.as_secs_f64());
+                // (`>= 0.0` here would be the same: with no jitter the spread is exactly 1.)
                 let secs = if *jitter > 0.0 {
                     let spread = 1.0 - jitter + 2.0 * jitter * fastrand::f64();
                     (secs * spread).min(max.as_secs_f64())
@@ -140,6 +141,51 @@ impl WaitInOpen {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validation_refuses_each_bad_field_and_takes_the_edges() {
+        let exp = |initial: u64, multiplier: f64, max: u64, jitter: f64| WaitInOpen::Exponential {
+            initial: Duration::from_secs(initial),
+            multiplier,
+            max: Duration::from_secs(max),
+            jitter,
+        };
+        // At the edges: a max equal to the initial wait, a multiplier of 1, jitter 0.
+        assert!(exp(3, 1.0, 3, 0.0).validate().is_ok());
+        assert!(exp(3, 2.0, 30, 0.999).validate().is_ok());
+        for bad in [
+            exp(0, 2.0, 30, 0.0),
+            exp(3, 0.5, 30, 0.0),
+            exp(3, f64::INFINITY, 30, 0.0),
+            exp(3, f64::NAN, 30, 0.0),
+            exp(3, 2.0, 2, 0.0),
+            exp(3, 2.0, 30, 1.0),
+            exp(3, 2.0, 30, 1.5),
+            exp(3, 2.0, 30, -0.1),
+            exp(3, 2.0, 30, f64::NAN),
+        ] {
+            assert_eq!(
+                bad.validate().unwrap_err().field(),
+                "wait_in_open",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_is_the_longest_wait() {
+        assert_eq!(
+            WaitInOpen::Fixed(Duration::from_secs(7)).max(),
+            Duration::from_secs(7)
+        );
+        let w = WaitInOpen::Exponential {
+            initial: Duration::from_secs(1),
+            multiplier: 2.0,
+            max: Duration::from_secs(9),
+            jitter: 0.0,
+        };
+        assert_eq!(w.max(), Duration::from_secs(9));
+    }
 
     #[test]
     fn exponential_grows_then_caps() {

@@ -112,6 +112,7 @@ pub(crate) const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 /// Packs a state and a generation into one word.
 #[inline]
 pub(crate) const fn pack(state: u64, generation: u64) -> u64 {
+    // (`^` would do the same: the two fields share no bit.)
     (generation << STATE_BITS) | state
 }
 

@@ -27,6 +27,8 @@ fn get(w: u64, shift: u32) -> u64 {
 
 #[inline]
 fn tag(generation: u64) -> u64 {
+    // (Any one-to-one map of the low bits would do, `^` for `&` too: a tag is only compared
+    // with the tag of another generation made the same way.)
     (generation & ((1 << 14) - 1)) << TAG
 }
 
@@ -79,6 +81,7 @@ impl HalfOpen {
             let mut cur = self.0.load(Ordering::Acquire);
             while let Err(actual) = self.0.compare_exchange_weak(
                 cur,
+                // (The tag and the counts share no bit: `^` would do the same.)
                 tag(generation) | (cur & COUNTS),
                 Ordering::AcqRel,
                 Ordering::Acquire,
@@ -159,6 +162,8 @@ impl HalfOpen {
     /// Gives back a permit of `generation` that reported nothing.
     pub(crate) fn release(&self, generation: u64) {
         let mut cur = self.0.load(Ordering::Acquire);
+        // (Each issued permit is released at most once, so with a matching tag ISSUED is never
+        // 0 here: `>= 0` would not change what happens.)
         while tag_matches(cur, generation) && get(cur, ISSUED) > 0 {
             match self.0.compare_exchange_weak(
                 cur,
