@@ -11,6 +11,7 @@ use crate::window::Call;
 
 // [tag:14][issued:10][successes:10][failures:10][slow:10][slow_failed:10]
 const FIELD: u64 = (1 << 10) - 1;
+// (The lowest field: `1 >> SLOW_FAILED` is `1 << SLOW_FAILED`.)
 const SLOW_FAILED: u32 = 0;
 const SLOW: u32 = 10;
 const FAILED: u32 = 20;
