@@ -8,6 +8,7 @@
 //! | (root) | | [`CircuitBreaker`], [`Config`], [`Registry`] and keyed families, events, snapshots, clocks |
 //! | [`tower`] | `http` | `CircuitBreakerLayer` for HTTP and gRPC clients and servers, `ResultBreakerLayer`, `FallbackLayer`; with `axum`, health |
 //! | [`ops`] | `axum` | the ops API: an axum `Router` with metrics, state and config changes, events, alerts, probes, Prometheus text |
+//! | [`otel`] | `otel` | OpenTelemetry instruments for a registry, its fallbacks and probes (`BreakerMetrics`) |
 //!
 //! Where to start: [`CircuitBreaker`] for the engine; [`tower::circuit_breaker`] for the
 //! layers (an axum server: `.for_axum()` on each layer; a client: the layer as it is);
@@ -39,6 +40,7 @@
 //! - `grpc`: gRPC classification and keys (part of `http`).
 //! - `axum`: `CircuitOpen` answers as an axum response; keys by matched route; health checks
 //!   and probes (`tower::health`); the ops API ([`ops`]).
+//! - `otel`: OpenTelemetry instruments ([`otel`]); you bring the SDK and the exporter.
 //! - `full`: everything.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -55,6 +57,10 @@ pub use breakwater_tower as tower;
 #[cfg(feature = "axum")]
 #[doc(inline)]
 pub use breakwater_axum as ops;
+
+#[cfg(feature = "otel")]
+#[doc(inline)]
+pub use breakwater_otel as otel;
 
 /// The README's code, compiled and run as doctests.
 #[cfg(all(doctest, feature = "full"))]

@@ -26,7 +26,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -165,6 +165,19 @@ pub(crate) struct EventHub {
     ring_capacity: usize,
     /// Events the ring or a subscriber could not take without waiting.
     dropped: AtomicU64,
+    /// Where recorded call durations also go (an exporter's histogram), once installed.
+    durations: OnceLock<DurationObserver>,
+}
+
+/// A callback receiving each recorded call duration with the breaker's name.
+pub(crate) struct DurationObserver(pub(crate) Box<ObserveDuration>);
+
+type ObserveDuration = dyn Fn(&Arc<str>, Duration) + Send + Sync;
+
+impl std::fmt::Debug for DurationObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DurationObserver")
+    }
 }
 
 impl EventHub {
@@ -175,7 +188,19 @@ impl EventHub {
             ring: (ring_capacity > 0).then(|| Mutex::new(VecDeque::with_capacity(ring_capacity))),
             ring_capacity,
             dropped: AtomicU64::new(0),
+            durations: OnceLock::new(),
         }
+    }
+
+    /// Installs the duration observer; false if one already is.
+    pub(crate) fn observe_durations(&self, observer: DurationObserver) -> bool {
+        self.durations.set(observer).is_ok()
+    }
+
+    /// The duration observer, if one is installed.
+    #[inline]
+    pub(crate) fn duration_observer(&self) -> Option<&DurationObserver> {
+        self.durations.get()
     }
 
     /// Whether anyone would see an event: check before building one.

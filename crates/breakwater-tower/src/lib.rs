@@ -19,6 +19,7 @@ pub mod fallback;
 #[cfg(feature = "health")]
 pub mod health;
 pub mod result;
+pub mod span;
 
 pub use circuit_breaker::{
     Authority, CircuitBreakerLayer, CircuitBreakerService, ErrorOnOpen, GrpcMethod, KeyFn, RawPath,

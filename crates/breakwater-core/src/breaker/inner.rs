@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::half_open::{HalfOpen, Issue};
 use super::permit::Outcome;
 use super::timing::{TIMING_OFF, TIMING_RECORDED, UNTIMED, timing_of};
+use super::trace;
 use crate::clock::{Clock, ClockHandle, saturating_nanos};
 use crate::config::{Config, SlidingWindow};
 use crate::error::CallNotPermitted;
@@ -215,6 +216,7 @@ impl Inner {
     #[cold]
     fn reject(&self, state: State, retry_after: Option<Duration>) -> CallNotPermitted {
         self.life.0.not_permitted.fetch_add(1, Ordering::Relaxed);
+        trace::refused(&self.name, state);
         if self.hub.is_active() {
             self.emit(EventKind::CallNotPermitted { state });
         }
@@ -258,6 +260,9 @@ impl Inner {
         count_transition(&mut ctl.transitions, from, to, trigger);
         let generation = generation_of(cur) + 1;
         let now = self.clock.nanos();
+        // The numbers of the state being left, read before the window is cleared.
+        let traced =
+            (from != to && trace::transition_enabled(to)).then(|| self.window_view(cur, now));
         match to {
             OPEN => {
                 ctl.open_attempts = ctl.open_attempts.saturating_add(1);
@@ -323,6 +328,9 @@ impl Inner {
                 to: State::from_code(to),
                 trigger,
             });
+        }
+        if let Some(window) = traced {
+            trace::transition(&self.name, from, to, trigger, &window);
         }
     }
 
@@ -489,6 +497,9 @@ impl Inner {
             && self.hot.0.timing.load(Ordering::Relaxed) == TIMING_RECORDED
         {
             self.life.0.durations.observe(d);
+            if let Some(observer) = self.hub.duration_observer() {
+                (observer.0)(&self.name, Duration::from_nanos(d));
+            }
         }
     }
 

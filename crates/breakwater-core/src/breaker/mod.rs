@@ -7,6 +7,7 @@ mod inner;
 mod permit;
 mod snapshot;
 mod timing;
+mod trace;
 
 use std::fmt;
 use std::future::IntoFuture;

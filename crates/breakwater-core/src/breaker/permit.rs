@@ -78,6 +78,11 @@ macro_rules! permit_methods {
                 self.word = RECORDED;
             }
 
+            /// The name of the breaker that issued the permit.
+            pub fn circuit(&self) -> &str {
+                &self.inner.name
+            }
+
             /// The state the permit was issued in.
             pub fn state(&self) -> State {
                 State::from_code(state_of(self.word))

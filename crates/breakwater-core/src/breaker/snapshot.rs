@@ -7,21 +7,12 @@ use crate::snapshot::{Snapshot, WindowSnapshot};
 use crate::state::{HALF_OPEN, OPEN, State, generation_of, state_of};
 
 impl Inner {
-    pub(super) fn snapshot(&self) -> Snapshot {
+    /// The window's numbers in the state word `word`: the probes' calls in HALF_OPEN and in OPEN
+    /// entered from HALF_OPEN, the sliding window otherwise.
+    pub(super) fn window_view(&self, word: u64, now: u64) -> WindowSnapshot {
         let hot = &self.hot.0;
         let l = &self.life.0;
-        let ctl = self.lock();
-        let config = ctl.config.clone();
-        drop(ctl);
-        let word = hot.state.load(Ordering::Acquire);
-        let state = State::from_code(state_of(word));
-        let now = self.clock.nanos();
-        let to_epoch = self.clock.epoch_converter();
-        let epoch = |t: u64| (t != 0).then(|| to_epoch(t - 1));
-        let failures = l.failures.load(Ordering::Relaxed);
-        let successes = self.successes();
         let not_permitted = l.not_permitted.load(Ordering::Relaxed);
-        let ignored = l.ignored.load(Ordering::Relaxed);
         let min_calls = hot.tuning.min_calls.load(Ordering::Relaxed);
         let window_not_permitted =
             not_permitted.saturating_sub(l.not_permitted_base.load(Ordering::Relaxed));
@@ -31,7 +22,7 @@ impl Inner {
             HALF_OPEN | OPEN => self.half_open.0.counts(generation_of(word)),
             _ => None,
         };
-        let window = if let Some(p) = probes {
+        if let Some(p) = probes {
             let buffered = p.successes + p.failed;
             // Known once every permitted probe has reported (in both half-open modes).
             let known = buffered >= hot.tuning.permitted.load(Ordering::Relaxed);
@@ -53,7 +44,25 @@ impl Inner {
                 window_not_permitted,
                 c.buffered > 0 && c.buffered >= min_calls,
             )
-        };
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let hot = &self.hot.0;
+        let l = &self.life.0;
+        let ctl = self.lock();
+        let config = ctl.config.clone();
+        drop(ctl);
+        let word = hot.state.load(Ordering::Acquire);
+        let state = State::from_code(state_of(word));
+        let now = self.clock.nanos();
+        let to_epoch = self.clock.epoch_converter();
+        let epoch = |t: u64| (t != 0).then(|| to_epoch(t - 1));
+        let failures = l.failures.load(Ordering::Relaxed);
+        let successes = self.successes();
+        let not_permitted = l.not_permitted.load(Ordering::Relaxed);
+        let ignored = l.ignored.load(Ordering::Relaxed);
+        let window = self.window_view(word, now);
         let retry_after_ms = (state == State::Open).then(|| {
             hot.open_until
                 .load(Ordering::Acquire)

@@ -13,7 +13,8 @@ mod family;
 pub use family::{FamilyOptions, KeyedFamily};
 
 use crate::event::{
-    DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIBER_CAPACITY, Event, EventHub, EventKind, Subscription,
+    DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIBER_CAPACITY, DurationObserver, Event, EventHub,
+    EventKind, Subscription,
 };
 use crate::snapshot::Snapshot;
 
@@ -180,6 +181,39 @@ impl Registry {
             at: self.inner.clock.epoch_millis(),
             kind,
         });
+    }
+
+    /// Sends every call duration that this registry's breakers record (those with
+    /// [`record_call_durations`](crate::ConfigBuilder::record_call_durations) on, family members
+    /// included) to `observer` as well as to their own histograms: how an exporter feeds a
+    /// histogram of its own, such as an OpenTelemetry one. It runs on the caller's thread, so it
+    /// must be quick and never block. One per registry: false (and `observer` dropped) if one is
+    /// already installed.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::time::Duration;
+    /// use breakwater::{Config, Registry};
+    ///
+    /// let registry = Registry::new();
+    /// let seen = Arc::new(AtomicU64::new(0));
+    /// let counter = seen.clone();
+    /// assert!(registry.observe_call_durations(move |_name, d| {
+    ///     counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    /// }));
+    /// let config = Config::builder().record_call_durations(true).build().unwrap();
+    /// let db = registry.breaker_with("db", config);
+    /// db.try_acquire().unwrap().record_with_duration(Outcome::Success, Duration::from_millis(3));
+    /// assert_eq!(seen.load(Ordering::Relaxed), 3_000_000);
+    /// ```
+    pub fn observe_call_durations(
+        &self,
+        observer: impl Fn(&Arc<str>, Duration) + Send + Sync + 'static,
+    ) -> bool {
+        self.inner
+            .hub
+            .observe_durations(DurationObserver(Box::new(observer)))
     }
 
     /// Adds (or replaces) a named config, for breakers created after this.

@@ -45,6 +45,7 @@ pin_project! {
 impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
     #[inline(always)]
     pub(crate) fn called(future: F, classifier: C, permit: OwnedPermit, grpc: bool) -> Self {
+        crate::span::admitted(permit.circuit());
         Self {
             state: State::Called {
                 future,
@@ -57,6 +58,9 @@ impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
     }
 
     pub(crate) fn rejected(refusal: Refusal, grpc: bool) -> Self {
+        if let Refusal::Open(open) = &refusal {
+            crate::span::refused(open.name(), open.state().as_str());
+        }
         Self {
             state: State::Rejected {
                 refusal: Some(refusal),

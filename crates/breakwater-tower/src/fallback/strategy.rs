@@ -322,6 +322,7 @@ impl Shared {
 
     fn used(&self, failure: &Failure, strategy: &'static str) {
         self.stats.count(strategy);
+        crate::span::fallback(strategy);
         if let Some(registry) = &self.events {
             let circuit = failure.open.as_ref().map_or(&*self.name, |o| o.name());
             registry.emit(circuit, EventKind::FallbackUsed { strategy });

@@ -46,7 +46,7 @@ pub use grpc::sync_grpc_health;
 pub use layer::{HealthLayer, HealthService, ResponseFuture, health_response};
 pub use probe::{
     DEFAULT_FAILURE_THRESHOLD, DEFAULT_HISTORY, DEFAULT_INTERVAL, DEFAULT_SUCCESS_THRESHOLD,
-    DEFAULT_TIMEOUT, Probe, ProbeBuilder, ProbeResult, ProbeSettings, ProbeView,
+    DEFAULT_TIMEOUT, Probe, ProbeBuilder, ProbeCounts, ProbeResult, ProbeSettings, ProbeView,
 };
 pub use registry::HealthRegistry;
 pub use report::{CheckEntry, CheckResult, HEALTH_JSON, HealthReport, Status};

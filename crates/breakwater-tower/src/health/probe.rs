@@ -125,6 +125,18 @@ impl ProbeSettings {
     }
 }
 
+/// How many times a probe ran, by result, since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeCounts {
+    /// Succeeded in time, and no slower than the slow threshold.
+    pub ok: u64,
+    /// Succeeded, but slower than the slow threshold.
+    pub slow: u64,
+    /// Failed or timed out.
+    pub failed: u64,
+}
+
 /// A probe's state as the ops API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -248,6 +260,7 @@ impl ProbeBuilder {
                     consecutive_failures: 0,
                     consecutive_successes: 0,
                     history: VecDeque::with_capacity(self.history),
+                    counts: ProbeCounts::default(),
                     task: false,
                 }),
                 running: AtomicBool::new(false),
@@ -309,6 +322,7 @@ struct ProbeState {
     consecutive_failures: u32,
     consecutive_successes: u32,
     history: VecDeque<ProbeResult>,
+    counts: ProbeCounts,
     /// Whether a task has been spawned.
     task: bool,
 }
@@ -418,6 +432,11 @@ impl Probe {
     /// Whether it is running.
     pub fn is_running(&self) -> bool {
         self.inner.running.load(Ordering::Acquire)
+    }
+
+    /// Its runs so far, by result.
+    pub fn counts(&self) -> ProbeCounts {
+        self.lock().counts
     }
 
     /// The latest result.
@@ -551,6 +570,12 @@ impl Inner {
                 Status::Warn
             };
         }
+        let counter = match (result.ok, result.slow) {
+            (true, false) => &mut s.counts.ok,
+            (true, true) => &mut s.counts.slow,
+            (false, _) => &mut s.counts.failed,
+        };
+        *counter += 1;
         if s.history.len() == self.history_len {
             s.history.pop_front();
         }

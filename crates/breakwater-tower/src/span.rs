@@ -1,0 +1,57 @@
+//! Fields the layers record on the current request span, so a request's trace shows which
+//! breaker let it through or refused it, and which fallback answered.
+//!
+//! `tracing` records a field only if the span declared it when it was created: declare the ones
+//! you want on your request span, with [`tracing::field::Empty`] as their value. Their names are
+//! dotted as OpenTelemetry's attributes are, so `tracing-opentelemetry` carries them over as they
+//! are.
+//!
+//! | field | recorded |
+//! |---|---|
+//! | `circuit_breaker.name` | on every call a breaker sees (the innermost breaker's name wins) |
+//! | `circuit_breaker.state` | on a refusal: the state that refused (`OPEN`, `HALF_OPEN`, `FORCED_OPEN`) |
+//! | `fallback.strategy` | when a fallback answered: `fixed`, `function`, `stale` or `backup` |
+//!
+//! ```
+//! use breakwater::tower::span;
+//!
+//! let request_span = tracing::info_span!(
+//!     "request",
+//!     circuit_breaker.name = tracing::field::Empty,
+//!     circuit_breaker.state = tracing::field::Empty,
+//!     fallback.strategy = tracing::field::Empty,
+//! );
+//! assert!(request_span.is_none() || request_span.has_field(span::CIRCUIT_BREAKER_NAME));
+//! ```
+
+use tracing::Span;
+
+/// The breaker's name.
+pub const CIRCUIT_BREAKER_NAME: &str = "circuit_breaker.name";
+/// The state that refused a call.
+pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker.state";
+/// The fallback strategy that answered.
+pub const FALLBACK_STRATEGY: &str = "fallback.strategy";
+
+/// A breaker saw the call.
+#[inline]
+pub(crate) fn admitted(name: &str) {
+    let span = Span::current();
+    if !span.is_none() {
+        span.record(CIRCUIT_BREAKER_NAME, name);
+    }
+}
+
+/// A breaker refused the call.
+#[cold]
+pub(crate) fn refused(name: &str, state: &str) {
+    let span = Span::current();
+    span.record(CIRCUIT_BREAKER_NAME, name);
+    span.record(CIRCUIT_BREAKER_STATE, state);
+}
+
+/// A fallback answered.
+#[cold]
+pub(crate) fn fallback(strategy: &str) {
+    Span::current().record(FALLBACK_STRATEGY, strategy);
+}
