@@ -327,3 +327,86 @@ fn health_layer_for_axum_adds_no_allocation_to_a_routed_request() {
     // Without it, axum boxes the `Either` body of every response.
     assert_eq!(with_either, with_noop + 100);
 }
+
+#[test]
+fn with_opentelemetry_and_a_tracing_subscriber_the_paths_allocate_nothing() {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use breakwater::Registry;
+    use breakwater::otel::BreakerMetrics;
+    use breakwater_tower::CircuitBreakerLayer;
+    use opentelemetry::metrics::MeterProvider;
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+    use tower::{Layer, Service};
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let registry = Registry::new();
+    assert!(BreakerMetrics::builder(&registry).register(&provider.meter("breakwater")));
+    let timed = registry.breaker_with(
+        "timed",
+        config()
+            .to_builder()
+            .record_call_durations(true)
+            .build()
+            .unwrap(),
+    );
+    let untimed = registry.breaker_with("untimed", config());
+    let inner = tower::service_fn(|_req: http::Request<()>| {
+        std::future::ready(Ok::<_, Infallible>(http::Response::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+        )))
+    });
+    let mut layered = CircuitBreakerLayer::new(untimed.clone()).layer(inner);
+    fn drive<S: Service<http::Request<()>>>(svc: &mut S) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let mut fut = pin!(svc.call(http::Request::new(())));
+        matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
+    }
+    // A subscriber as an application runs one: console output at info, inside a request span.
+    // (The span declares no breaker field here: a subscriber that keeps recorded fields, as the
+    // console one does, allocates for them itself, once per request span in real use.)
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("request");
+        let _entered = span.enter();
+        // Warm up: the histogram's series for `timed` is created on its first record, and
+        // `tracing` registers each callsite the first time it is reached.
+        for i in 0..100 {
+            let p = timed.try_acquire().unwrap();
+            if i % 50 == 0 {
+                p.failure();
+            } else {
+                p.success();
+            }
+            assert!(drive(&mut layered));
+        }
+        let n = allocations_during(|| {
+            for i in 0..10_000 {
+                let p = timed.try_acquire().unwrap();
+                if i % 50 == 0 {
+                    p.failure();
+                } else {
+                    p.success();
+                }
+                assert!(drive(&mut layered));
+            }
+        });
+        assert_eq!(n, 0);
+    });
+    assert_eq!(timed.duration_histogram().count, 10_100);
+    provider.force_flush().unwrap();
+    let exported = exporter.get_finished_metrics().unwrap();
+    assert!(!exported.is_empty());
+}
