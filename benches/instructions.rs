@@ -14,7 +14,8 @@
 //! `run_layer_keyed` is the per-endpoint layer on one live key (the path);
 //! `run_engine_slow_call_timing` is acquire + success under a slow-call policy (coarse clock),
 //! `run_engine_recorded_durations` the same with the duration histogram (precise clock);
-//! `run_*body*` and `run_fallback_and_breaker` send requests with an `Empty` body.
+//! `run_engine_recorded_durations_otel` the same with OpenTelemetry's instruments registered
+//! (built with `--features otel`); `run_*body*` and `run_fallback_and_breaker` send requests with an `Empty` body.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -152,6 +153,19 @@ fn run_engine_recorded_durations(cb: &CircuitBreaker) {
     }
 }
 
+/// The same as `run_engine_recorded_durations`, for a breaker of a registry with
+/// OpenTelemetry's instruments registered: the SDK's histogram records each call too.
+#[cfg(feature = "otel")]
+#[inline(never)]
+fn run_engine_recorded_durations_otel(cb: &CircuitBreaker) {
+    black_box("recorded durations, otel");
+    for _ in 0..CALLS {
+        if let Ok(p) = cb.try_acquire() {
+            p.success();
+        }
+    }
+}
+
 fn main() {
     let uri: Uri = "/k0".parse().unwrap();
     let inner = tower::service_fn(|_req: Request<()>| {
@@ -180,7 +194,22 @@ fn main() {
         .slow_call_duration_threshold(std::time::Duration::from_secs(60));
     run_engine_slow_call_timing(&CircuitBreaker::new("timed", slow.clone().build().unwrap()));
     let recorded = slow.record_call_durations(true).build().unwrap();
-    run_engine_recorded_durations(&CircuitBreaker::new("recorded", recorded));
+    run_engine_recorded_durations(&CircuitBreaker::new("recorded", recorded.clone()));
+    #[cfg(feature = "otel")]
+    {
+        use opentelemetry::metrics::MeterProvider;
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .with_reader(
+                opentelemetry_sdk::metrics::PeriodicReader::builder(
+                    opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+                )
+                .build(),
+            )
+            .build();
+        let registry = breakwater::Registry::new();
+        breakwater::otel::BreakerMetrics::builder(&registry).register(&provider.meter("bench"));
+        run_engine_recorded_durations_otel(&registry.breaker_with("recorded", recorded));
+    }
     let plain = tower::service_fn(|x: u64| std::future::ready(Ok::<u64, Infallible>(x)));
     let mut bare_u64 = plain;
     run_bare_u64_service(&mut bare_u64);

@@ -95,6 +95,23 @@ impl Admission {
         self.permit.is_some()
     }
 
+    /// The admitted call's breaker, for the request span: one load until a `tracing`
+    /// subscriber is set somewhere in the process.
+    #[inline(always)]
+    pub(crate) fn trace_admitted(&self) {
+        if tracing::dispatcher::has_been_set() {
+            self.record_admitted();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn record_admitted(&self) {
+        if let Some(p) = &self.permit {
+            crate::span::admitted(p.circuit());
+        }
+    }
+
     /// The admitted call's permit.
     #[inline(always)]
     pub(crate) fn take_permit(&mut self) -> Option<OwnedPermit> {

@@ -8,7 +8,7 @@
 //!
 //! | field | recorded |
 //! |---|---|
-//! | `circuit_breaker.name` | on every call a breaker sees (the innermost breaker's name wins) |
+//! | `circuit_breaker.name` | on every call a breaker lets through (with breakers stacked, the outermost one's name), and on a refusal (the refusing breaker's name, which then stays) |
 //! | `circuit_breaker.state` | on a refusal: the state that refused (`OPEN`, `HALF_OPEN`, `FORCED_OPEN`) |
 //! | `fallback.strategy` | when a fallback answered: `fixed`, `function`, `stale` or `backup` |
 //!
@@ -25,6 +25,7 @@
 //! ```
 
 use tracing::Span;
+use tracing::span::Record;
 
 /// The breaker's name.
 pub const CIRCUIT_BREAKER_NAME: &str = "circuit_breaker.name";
@@ -33,13 +34,19 @@ pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker.state";
 /// The fallback strategy that answered.
 pub const FALLBACK_STRATEGY: &str = "fallback.strategy";
 
-/// A breaker saw the call.
-#[inline]
+/// A breaker saw the call. The current span is looked at without taking a handle to it (which
+/// would count a reference in the subscriber), and written to only if it declared the field.
 pub(crate) fn admitted(name: &str) {
-    let span = Span::current();
-    if !span.is_none() {
-        span.record(CIRCUIT_BREAKER_NAME, name);
-    }
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        if let (Some(id), Some(meta)) = (current.id(), current.metadata())
+            && let Some(field) = meta.fields().field(CIRCUIT_BREAKER_NAME)
+        {
+            let value: &dyn tracing::Value = &name;
+            let values = [(&field, Some(value))];
+            dispatch.record(id, &Record::new(&meta.fields().value_set(&values)));
+        }
+    });
 }
 
 /// A breaker refused the call.

@@ -78,6 +78,8 @@ async fn the_request_span_shows_which_breaker_refused_and_which_fallback_answere
 
     let orders = CircuitBreaker::new("orders", Config::default());
     let stock = CircuitBreaker::new("stock", Config::default());
+    let service = CircuitBreaker::new("service", Config::default());
+    let endpoint = CircuitBreaker::new("endpoint", Config::default());
     let app = Router::new()
         .route(
             "/orders",
@@ -93,6 +95,14 @@ async fn the_request_span_shows_which_breaker_refused_and_which_fallback_answere
                             .for_axum(),
                     )
                     .layer(CircuitBreakerLayer::new(stock.clone()).for_axum()),
+            ),
+        )
+        .route(
+            "/stacked",
+            get(|| async { "[]" }).layer(
+                ServiceBuilder::new()
+                    .layer(CircuitBreakerLayer::new(service.clone()).for_axum())
+                    .layer(CircuitBreakerLayer::new(endpoint.clone()).for_axum()),
             ),
         )
         .layer(
@@ -128,8 +138,18 @@ async fn the_request_span_shows_which_breaker_refused_and_which_fallback_answere
     stock.force_open();
     assert_eq!(get("/stock").await, 200);
 
+    // Stacked: the outer breaker's name when both let the call through; the refusing one's
+    // when the inner refuses.
+    assert_eq!(get("/stacked").await, 200);
+    endpoint.force_open();
+    assert_eq!(get("/stacked").await, 503);
+
     let got = spans.take();
-    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[3][span::CIRCUIT_BREAKER_NAME], "service");
+    assert!(!got[3].contains_key(span::CIRCUIT_BREAKER_STATE));
+    assert_eq!(got[4][span::CIRCUIT_BREAKER_NAME], "endpoint");
+    assert_eq!(got[4][span::CIRCUIT_BREAKER_STATE], "FORCED_OPEN");
     assert_eq!(got[0][span::CIRCUIT_BREAKER_NAME], "orders");
     assert!(!got[0].contains_key(span::CIRCUIT_BREAKER_STATE));
     assert_eq!(got[1][span::CIRCUIT_BREAKER_NAME], "orders");

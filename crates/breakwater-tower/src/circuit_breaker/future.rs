@@ -45,7 +45,6 @@ pin_project! {
 impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
     #[inline(always)]
     pub(crate) fn called(future: F, classifier: C, permit: OwnedPermit, grpc: bool) -> Self {
-        crate::span::admitted(permit.circuit());
         Self {
             state: State::Called {
                 future,
@@ -58,9 +57,6 @@ impl<F, C: ClassifyResponse, O> ResponseFuture<F, C, O> {
     }
 
     pub(crate) fn rejected(refusal: Refusal, grpc: bool) -> Self {
-        if let Refusal::Open(open) = &refusal {
-            crate::span::refused(open.name(), open.state().as_str());
-        }
         Self {
             state: State::Rejected {
                 refusal: Some(refusal),
@@ -93,7 +89,12 @@ where
         match self.project().state.project() {
             StateProj::Rejected { refusal, grpc } => {
                 Poll::Ready(match refusal.take().expect("polled after completion") {
-                    Refusal::Open(open) => O::rejected(open, *grpc),
+                    Refusal::Open(open) => {
+                        // Recorded when polled, after every layer's `call`: the refusing
+                        // breaker's name is the one the span keeps.
+                        crate::span::refused(open.name(), open.state().as_str());
+                        O::rejected(open, *grpc)
+                    }
                     Refusal::Broken(error) => O::broken(error, *grpc),
                 })
             }
