@@ -29,6 +29,8 @@ mod options;
 mod serve;
 #[path = "sim.rs"]
 mod sim;
+#[path = "telemetry.rs"]
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +54,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 pub(crate) use options::Options;
 pub(crate) use serve::Limits;
@@ -141,6 +144,8 @@ pub(crate) struct Gateway {
     pub(crate) ops_token: String,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    /// The OTLP metric export, when on.
+    meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
 }
 
 impl Gateway {
@@ -150,6 +155,10 @@ impl Gateway {
         let _ = self.shutdown.send(true);
         for server in self.servers {
             let _ = server.await;
+        }
+        if let Some(meters) = self.meters {
+            // A last export; the exporter blocks, so off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || meters.shutdown()).await;
         }
     }
 }
@@ -238,6 +247,14 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     let catch_all =
         registry.breaker_with("catch-all", Config::preset_named("read").expect("a preset"));
     let limits = RouteLimits::new(options.upstream_timeout);
+    let fallback = FallbackLayer::new()
+        .events(&registry)
+        .named("gateway")
+        .on_failed_responses()
+        .on_timeouts()
+        .stale_if_error(StaleCache::new())
+        .for_axum();
+    let fallback_stats = fallback.stats();
 
     let proxy_state = Proxy {
         client: Client::builder(TokioExecutor::new()).build_http(),
@@ -272,15 +289,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         )
         .layer(
             ServiceBuilder::new()
-                .layer(
-                    FallbackLayer::new()
-                        .events(&registry)
-                        .named("gateway")
-                        .on_failed_responses()
-                        .on_timeouts()
-                        .stale_if_error(StaleCache::new())
-                        .for_axum(),
-                )
+                .layer(fallback)
                 .layer(CircuitBreakerLayer::new(service.clone()).for_axum()),
         )
         .with_state(proxy_state.clone());
@@ -314,6 +323,22 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         ops = ops.read_token(t.clone());
     }
     let ops = ops.router();
+    let meters = match &options.otel {
+        Some(otlp) => Some(
+            telemetry::start_metrics(otlp, &registry, &health, fallback_stats)
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    // Each API request in a span that shows the breaker and the fallback (exported as a trace
+    // when OTLP is on).
+    // Answers the gateway gives on purpose (503 while open, 504 on a time limit) are not errors
+    // of the gateway: failed responses are logged at debug.
+    let api = api.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(request_span)
+            .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+    );
     let mut app = Router::new().nest("/api", api);
     if let Some(sim) = &simulation {
         app = app.merge(sim::router(sim.clone()));
@@ -371,7 +396,20 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         ops_token: options.ops_token,
         shutdown,
         servers,
+        meters,
     })
+}
+
+/// The span of an API request: its method and path, and the fields the layers record.
+fn request_span(req: &Request) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        circuit_breaker.name = tracing::field::Empty,
+        circuit_breaker.state = tracing::field::Empty,
+        fallback.strategy = tracing::field::Empty,
+    )
 }
 
 #[tokio::main]
@@ -383,6 +421,14 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    let tracer = match telemetry::init_tracing(options.otel.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("could not start telemetry: {e}");
+            std::process::exit(1);
+        }
+    };
+    let otlp = options.otel.clone();
     let gw = match start(options).await {
         Ok(gw) => gw,
         Err(e) => {
@@ -403,6 +449,13 @@ async fn main() {
     println!("  metrics   {ops}/v1/circuit-breaker/metrics   {ops}/metrics");
     println!("  events    {ops}/v1/circuit-breaker/events/stream");
     println!("  ops token {token}");
+    if let Some(o) = &otlp {
+        println!(
+            "  OTLP      {} (every {} ms)",
+            o.endpoint,
+            o.interval.as_millis()
+        );
+    }
     println!();
     println!("Try:");
     println!("  curl -s {base}/api/items");
@@ -417,6 +470,9 @@ async fn main() {
     stop_signal().await;
     println!("shutting down: finishing the requests in flight");
     gw.shut_down().await;
+    if let Some(tracer) = tracer {
+        let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+    }
 }
 
 /// Ctrl-C, or SIGTERM where there are signals.

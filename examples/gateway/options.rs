@@ -30,6 +30,59 @@ pub(crate) struct Options {
     pub(crate) max_connections: usize,
     /// Largest request body proxied (`--max-body-bytes`, `BREAKWATER_MAX_BODY_BYTES`; 10 MiB).
     pub(crate) max_body_bytes: u64,
+    /// OpenTelemetry export, switched on by `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub(crate) otel: Option<Otlp>,
+}
+
+/// Where and how metrics and traces are exported over OTLP, from OpenTelemetry's standard
+/// variables.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Otlp {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector's base URL (`/v1/metrics` and `/v1/traces`
+    /// are added to it).
+    pub(crate) endpoint: String,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (the default) or `http/json`.
+    pub(crate) json: bool,
+    /// `OTEL_SERVICE_NAME` (default `breakwater-gateway`).
+    pub(crate) service_name: String,
+    /// `OTEL_METRIC_EXPORT_INTERVAL`, in ms (default 60,000).
+    pub(crate) interval: Duration,
+}
+
+impl Otlp {
+    fn from_env(env: &impl Fn(&str) -> Option<String>) -> Result<Option<Self>, String> {
+        let Some(endpoint) = env("OTEL_EXPORTER_OTLP_ENDPOINT") else {
+            return Ok(None);
+        };
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|e| format!("invalid OTEL_EXPORTER_OTLP_ENDPOINT `{endpoint}`: {e}"))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(format!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT must be an http(s)://host:port URL, not `{endpoint}`"
+            ));
+        }
+        let json = match env("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
+            None | Some("http/protobuf") => false,
+            Some("http/json") => true,
+            Some(other) => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not supported: \
+                     use http/protobuf or http/json"
+                ));
+            }
+        };
+        let interval = match env("OTEL_METRIC_EXPORT_INTERVAL") {
+            Some(v) => millis("OTEL_METRIC_EXPORT_INTERVAL", &v)?,
+            None => Duration::from_secs(60),
+        };
+        Ok(Some(Self {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            json,
+            service_name: env("OTEL_SERVICE_NAME").unwrap_or_else(|| "breakwater-gateway".into()),
+            interval,
+        }))
+    }
 }
 
 impl Default for Options {
@@ -44,6 +97,7 @@ impl Default for Options {
             header_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_body_bytes: 10 << 20,
+            otel: None,
         }
     }
 }
@@ -132,6 +186,7 @@ impl Options {
         if let Some(v) = value("--max-body-bytes") {
             o.max_body_bytes = positive("--max-body-bytes", &v)?;
         }
+        o.otel = Otlp::from_env(&env)?;
         Ok(o)
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! | field | recorded |
 //! |---|---|
-//! | `circuit_breaker.name` | on every call a breaker lets through (with breakers stacked, the outermost one's name), and on a refusal (the refusing breaker's name, which then stays) |
+//! | `circuit_breaker.name` | on every call a breaker lets through, and on a refusal; with breakers stacked each writes its name in turn (a span keeps the last value written), and a refusing breaker writes last |
 //! | `circuit_breaker.state` | on a refusal: the state that refused (`OPEN`, `HALF_OPEN`, `FORCED_OPEN`) |
 //! | `fallback.strategy` | when a fallback answered: `fixed`, `function`, `stale` or `backup` |
 //!
