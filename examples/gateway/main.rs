@@ -21,6 +21,10 @@
 //!
 //! Both listeners bound their clients (`serve.rs`): a header timeout, a cap on connections,
 //! HTTP/2 limits, and a graceful shutdown on Ctrl-C or SIGTERM.
+//!
+//! Logs go to the console (`RUST_LOG`, default `info`): every breaker transition shows as it
+//! happens. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, metrics and request traces are pushed over
+//! OTLP/HTTP (`telemetry.rs`).
 #![allow(dead_code)]
 
 #[path = "options.rs"]
