@@ -298,3 +298,82 @@ fn the_last_success_is_stamped_after_a_failure_and_the_first_time() {
     );
     assert_eq!(cb.snapshot().consecutive_failures, 0);
 }
+
+fn untimed() -> Config {
+    Config::builder()
+        .failure_rate_threshold(50.0)
+        .no_slow_call_rate_threshold()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn an_untimed_failure_is_stamped_from_the_clock() {
+    let clock = ManualClock::with_epoch_millis(1_000_000);
+    let cb = CircuitBreaker::with_clock("u", untimed(), clock.clone());
+    clock.advance(2 * SEC);
+    cb.try_acquire().unwrap().failure();
+    // Read later: a time that is wrong in the future would show as "now".
+    clock.advance(SEC);
+    assert_eq!(cb.snapshot().last_failure_time, Some(1_002_000));
+}
+
+#[test]
+fn a_first_success_with_a_given_duration_is_stamped() {
+    let clock = ManualClock::with_epoch_millis(1_000_000);
+    let cb = CircuitBreaker::with_clock("d", untimed(), clock.clone());
+    clock.advance(SEC);
+    cb.try_acquire()
+        .unwrap()
+        .record_with_duration(Outcome::Success, Duration::from_millis(3));
+    assert_eq!(cb.snapshot().last_success_time, Some(1_001_000));
+}
+
+#[test]
+fn timed_successes_keep_the_last_success_current() {
+    let clock = ManualClock::with_epoch_millis(1_000_000);
+    let config = untimed()
+        .to_builder()
+        .record_call_durations(true)
+        .build()
+        .unwrap();
+    let cb = CircuitBreaker::with_clock("t", config, clock.clone());
+    for s in 1..=3 {
+        clock.advance(SEC);
+        cb.try_acquire().unwrap().success();
+        assert_eq!(cb.snapshot().last_success_time, Some(1_000_000 + s * 1_000));
+    }
+}
+
+#[test]
+fn the_window_counts_refusals_since_the_state_was_entered() {
+    let cb = CircuitBreaker::new("n", untimed());
+    let refusals = |n| {
+        for _ in 0..n {
+            assert!(cb.try_acquire().is_err());
+        }
+    };
+    cb.force_open();
+    refusals(2);
+    assert_eq!(cb.snapshot().window.not_permitted_calls, 2);
+    cb.transition_to(State::Closed).unwrap();
+    assert_eq!(
+        cb.snapshot().window.not_permitted_calls,
+        0,
+        "reset on CLOSED"
+    );
+    cb.transition_to(State::Open).unwrap();
+    refusals(3);
+    assert_eq!(cb.snapshot().window.not_permitted_calls, 3);
+    cb.force_open();
+    assert_eq!(
+        cb.snapshot().window.not_permitted_calls,
+        0,
+        "reset on FORCED_OPEN"
+    );
+    assert_eq!(
+        cb.snapshot().not_permitted_calls,
+        5,
+        "the lifetime count only grows"
+    );
+}

@@ -13,6 +13,10 @@ use crate::window::Call;
 const FIELD: u64 = (1 << 10) - 1;
 // (The lowest field: `1 >> SLOW_FAILED` is `1 << SLOW_FAILED`.)
 const SLOW_FAILED: u32 = 0;
+const _: () = assert!(
+    SLOW_FAILED == 0,
+    "`report` counts a slow failure with `+ 1`"
+);
 const SLOW: u32 = 10;
 const FAILED: u32 = 20;
 const SUCC: u32 = 30;
@@ -141,7 +145,8 @@ impl HalfOpen {
             if call.is_slow() {
                 next += 1 << SLOW;
                 if call.is_failure() {
-                    next += 1 << SLOW_FAILED;
+                    // `1 << SLOW_FAILED`: the lowest field.
+                    next += 1;
                 }
             }
             let decision = rules.decide(

@@ -5,7 +5,6 @@
 //! HALF_OPEN, transitions) is off the hot path; transitions are serialised by a mutex the hot
 //! path never touches.
 
-use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -90,12 +89,6 @@ pub(crate) struct Inner {
     pub(super) control: Mutex<Control>,
     pub(super) created_at: u64,
     pub(super) me: Weak<Inner>,
-}
-
-impl fmt::Debug for Inner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inner").field("name", &self.name).finish()
-    }
 }
 
 impl Inner {
