@@ -377,3 +377,89 @@ fn the_window_counts_refusals_since_the_state_was_entered() {
         "the lifetime count only grows"
     );
 }
+
+fn count_window(size: u32, min: u32, threshold: f32) -> CircuitBreaker {
+    let config = Config::builder()
+        .sliding_window(SlidingWindow::Count(size))
+        .minimum_number_of_calls(min)
+        .failure_rate_threshold(threshold)
+        .no_slow_call_rate_threshold()
+        .no_consecutive_failures()
+        .build()
+        .unwrap();
+    CircuitBreaker::new("w", config)
+}
+
+#[test]
+fn a_failure_that_evicts_a_failure_is_judged_on_the_window_after_it() {
+    // [F, S] is 50 %; the next failure takes the first one's slot: [F, S] again, not 100 %.
+    let cb = count_window(2, 2, 100.0);
+    cb.try_acquire().unwrap().failure();
+    cb.try_acquire().unwrap().success();
+    cb.try_acquire().unwrap().failure();
+    assert_eq!(cb.state(), State::Closed);
+    let w = cb.snapshot().window;
+    assert_eq!((w.buffered_calls, w.failed_calls), (2, 1));
+    cb.try_acquire().unwrap().failure();
+    assert_eq!(cb.state(), State::Open, "[F, F] is 100 %");
+}
+
+#[test]
+fn the_window_keeps_counting_past_its_sequence_field() {
+    // The packed counter's sequence has 22 bits: every lap takes it back by the window's size,
+    // so it never runs out, however many calls.
+    let cb = count_window(3, 3, 100.0);
+    let calls = (1u64 << 22) + 5;
+    for i in 0..calls {
+        let p = cb.try_acquire().unwrap();
+        if i % 3 == 0 {
+            p.failure();
+        } else {
+            p.success();
+        }
+    }
+    let s = cb.snapshot();
+    assert_eq!(s.total_requests, calls);
+    assert_eq!(s.failures, calls.div_ceil(3));
+    assert_eq!(s.window.buffered_calls, 3);
+    assert_eq!(s.window.failed_calls, 1);
+    assert_eq!(cb.state(), State::Closed);
+}
+
+#[test]
+fn slow_failures_in_a_count_window_are_told_apart() {
+    let config = Config::builder()
+        .sliding_window(SlidingWindow::Count(4))
+        .minimum_number_of_calls(100)
+        .slow_call_rate_threshold(100.0)
+        .slow_call_duration_threshold(SEC)
+        .build()
+        .unwrap();
+    let cb = CircuitBreaker::new("sf", config);
+    let record = |outcome, secs| {
+        cb.try_acquire()
+            .unwrap()
+            .record_with_duration(outcome, secs * SEC)
+    };
+    record(Outcome::Failure, 2);
+    record(Outcome::Success, 2);
+    record(Outcome::Failure, 0);
+    record(Outcome::Success, 0);
+    let w = cb.snapshot().window;
+    assert_eq!((w.failed_calls, w.slow_calls), (2, 2));
+    assert_eq!((w.slow_failed_calls, w.slow_successful_calls), (1, 1));
+}
+
+#[test]
+fn a_time_window_costs_a_bucket_per_second() {
+    let sized = |secs| {
+        let config = Config::builder()
+            .sliding_window(SlidingWindow::Time(Duration::from_secs(secs)))
+            .build()
+            .unwrap();
+        CircuitBreaker::new("t", config).memory_bytes()
+    };
+    let bucket = sized(2) - sized(1);
+    assert!(bucket >= 24, "three counters a bucket: {bucket}");
+    assert_eq!(sized(61) - sized(1), 60 * bucket);
+}

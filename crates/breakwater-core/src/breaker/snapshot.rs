@@ -42,7 +42,7 @@ impl Inner {
                 c.slow,
                 c.slow_failed,
                 window_not_permitted,
-                c.buffered > 0 && c.buffered >= min_calls,
+                c.buffered >= min_calls.max(1),
             )
         }
     }

@@ -37,7 +37,8 @@ impl Inner {
     #[inline(always)]
     pub(super) fn start(&self, timing: u8) -> u64 {
         if timing == TIMING_COARSE {
-            self.clock.coarse_nanos() | COARSE
+            // Monotonic nanos stay below 2^62: adding the bit sets it.
+            self.clock.coarse_nanos() + COARSE
         } else {
             self.clock.nanos()
         }

@@ -194,7 +194,7 @@ impl Registry {
     /// use std::sync::Arc;
     /// use std::sync::atomic::{AtomicU64, Ordering};
     /// use std::time::Duration;
-    /// use breakwater::{Config, Registry};
+    /// use breakwater::{Config, Outcome, Registry};
     ///
     /// let registry = Registry::new();
     /// let seen = Arc::new(AtomicU64::new(0));

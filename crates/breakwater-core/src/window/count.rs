@@ -18,17 +18,27 @@ const FAILED_SHIFT: u32 = 21;
 const SEQ_SHIFT: u32 = 42;
 const FIELD_MASK: u64 = (1 << 21) - 1;
 const SEQ_ONE: u64 = 1 << SEQ_SHIFT;
+const FAILED_ONE: u64 = 1 << FAILED_SHIFT;
+const SLOW_ONE: u64 = 1 << SLOW_SHIFT;
+/// The failed and slow fields: any bit set there means a call the policies look at.
+const BAD_MASK: u64 = (FIELD_MASK << FAILED_SHIFT) | (FIELD_MASK << SLOW_SHIFT);
 
 const EMPTY: u8 = 0;
 
 #[inline]
 const fn contribution(code: u8) -> u64 {
     match code {
-        2 => 1 << FAILED_SHIFT,
-        3 => 1 << SLOW_SHIFT,
-        4 => (1 << FAILED_SHIFT) | (1 << SLOW_SHIFT),
+        2 => FAILED_ONE,
+        3 => SLOW_ONE,
+        4 => FAILED_ONE + SLOW_ONE,
         _ => 0,
     }
+}
+
+/// The field at `shift` of a packed counter word.
+#[inline]
+const fn field(word: u64, shift: u32) -> u64 {
+    (word >> shift) & FIELD_MASK
 }
 
 /// Keeps hot counters on their own cache line.
@@ -73,7 +83,7 @@ impl CountWindow {
     /// Whether counts packed in `word` hold any failed or slow call (only then can a policy trip).
     #[inline]
     pub(crate) fn any_bad(word: u64) -> bool {
-        word & ((FIELD_MASK << FAILED_SHIFT) | (FIELD_MASK << SLOW_SHIFT)) != 0
+        word & BAD_MASK != 0
     }
 
     /// Records one call and returns the packed counter word right after it. A success only
@@ -142,8 +152,8 @@ impl CountWindow {
         };
         Counts {
             buffered,
-            failed: ((word >> FAILED_SHIFT) & FIELD_MASK).min(buffered),
-            slow: ((word >> SLOW_SHIFT) & FIELD_MASK).min(buffered),
+            failed: field(word, FAILED_SHIFT).min(buffered),
+            slow: field(word, SLOW_SHIFT).min(buffered),
         }
     }
 

@@ -56,9 +56,9 @@ impl TimeWindow {
             bucket.slow.store(0, Ordering::Release);
         }
         let failed = call.is_failure() as u64;
-        bucket.calls_failed.fetch_add(HI | failed, Ordering::AcqRel);
+        bucket.calls_failed.fetch_add(HI + failed, Ordering::AcqRel);
         if call.is_slow() {
-            bucket.slow.fetch_add(HI | failed, Ordering::AcqRel);
+            bucket.slow.fetch_add(HI + failed, Ordering::AcqRel);
         }
         if call.is_failure() || call.is_slow() {
             self.last_bad.fetch_max(tag, Ordering::AcqRel);
