@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message;
@@ -86,9 +87,30 @@ impl Export {
     }
 }
 
-/// A collector stand-in on 127.0.0.1: every metrics body, decoded, goes to the channel.
-async fn receiver() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Export>) {
+/// The request spans in a traces body: each one's attributes.
+fn decode_spans(body: &[u8]) -> Vec<BTreeMap<String, String>> {
+    let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf body");
+    req.resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .filter(|s| s.name == "request")
+        .map(|s| {
+            s.attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), string_of(&kv.value)))
+                .collect()
+        })
+        .collect()
+}
+
+type Spans = mpsc::UnboundedReceiver<Vec<BTreeMap<String, String>>>;
+
+/// A collector stand-in on 127.0.0.1: every metrics body, decoded, goes to the first channel,
+/// every traces body's request spans to the second.
+async fn receiver() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Export>, Spans) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (spans_tx, spans_rx) = mpsc::unbounded_channel();
     let app = Router::new()
         .route(
             "/v1/metrics",
@@ -100,11 +122,20 @@ async fn receiver() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Export>) {
                 }
             }),
         )
-        .route("/v1/traces", post(|| async { StatusCode::OK }));
+        .route(
+            "/v1/traces",
+            post(move |body: Bytes| {
+                let tx = spans_tx.clone();
+                async move {
+                    let _ = tx.send(decode_spans(&body));
+                    StatusCode::OK
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, rx)
+    (addr, rx, spans_rx)
 }
 
 /// An upstream that always fails.
@@ -120,7 +151,7 @@ async fn failing_upstream() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_exports_its_breakers_over_otlp() {
-    let (collector, mut exports) = receiver().await;
+    let (collector, mut exports, mut spans) = receiver().await;
     let upstream = failing_upstream().await;
     let env: HashMap<&str, String> = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}")),
@@ -138,7 +169,10 @@ async fn the_gateway_exports_its_breakers_over_otlp() {
     ]
     .map(str::to_owned);
     let options = gateway::Options::parse(args, |k| env.get(k).cloned()).unwrap();
-    assert!(options.otel.is_some());
+    // The process's subscriber, as the gateway's `main` sets it: request spans become traces.
+    let tracer = gateway::telemetry::init_tracing(options.otel.as_ref())
+        .unwrap()
+        .expect("a tracer provider with OTLP on");
     let gw = gateway::start(options).await.unwrap();
 
     // Trip the endpoint breaker of `GET /items/{id}` (preset `read`: 3 failures).
@@ -236,7 +270,29 @@ async fn the_gateway_exports_its_breakers_over_otlp() {
             .any(|(m, a)| m == "resilience.probe.results"
                 && a.get("probe.name").map(String::as_str) == Some("upstream"))
     );
+
+    // The traces: flushed, then the refused request's span names the breaker and its state.
+    let flushed = tokio::task::spawn_blocking(move || {
+        let r = tracer.force_flush();
+        (tracer, r)
+    });
+    let (tracer, flush) = flushed.await.unwrap();
+    flush.unwrap();
+    // The exporter waits for the receiver's answer, and the receiver queues a body before it
+    // answers: after the flush, every span is queued.
+    let mut seen = Vec::new();
+    while let Ok(batch) = spans.try_recv() {
+        seen.extend(batch);
+    }
+    assert!(seen.len() >= 6, "a span per request: {seen:?}");
+    let refused = seen
+        .iter()
+        .find(|a| a.get("circuit_breaker.state").map(String::as_str) == Some("OPEN"))
+        .unwrap_or_else(|| panic!("a refused request's span: {seen:?}"));
+    assert_eq!(refused["circuit_breaker.name"], name);
+    assert_eq!(refused["url.path"], "/items/9");
     gw.shut_down().await;
+    let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
 }
 
 #[test]

@@ -34,7 +34,7 @@ mod serve;
 #[path = "sim.rs"]
 mod sim;
 #[path = "telemetry.rs"]
-mod telemetry;
+pub(crate) mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
