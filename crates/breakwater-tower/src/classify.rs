@@ -401,6 +401,27 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_classifier_keeps_its_settings() {
+        let req = http::Request::new(());
+        let make = HttpFailures::default()
+            .with_too_many_requests(true)
+            .make_classifier();
+        assert!(is_failure(make.make_classifier(&req), &status(429)));
+    }
+
+    #[test]
+    fn failure_classes_say_what_failed() {
+        assert_eq!(
+            HttpFailureClass::Status(StatusCode::BAD_GATEWAY).to_string(),
+            "status 502 Bad Gateway"
+        );
+        assert_eq!(
+            HttpFailureClass::Error("reset".into()).to_string(),
+            "error: reset"
+        );
+    }
+
+    #[test]
     fn grpc_codes_in_headers_and_trailers() {
         let make = grpc_failures(&DEFAULT_GRPC_FAILURE_CODES);
         let req = http::Request::new(());

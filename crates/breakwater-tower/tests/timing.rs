@@ -7,7 +7,7 @@ use breakwater_core::{CircuitBreaker, Config, ManualClock};
 use breakwater_tower::CircuitBreakerLayer;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 fn timed() -> Config {
     Config::builder()
@@ -96,4 +96,59 @@ async fn slow_calls_are_measured_to_the_head_by_default() {
 #[tokio::test]
 async fn slow_calls_can_be_measured_to_the_end_of_the_body() {
     assert_eq!(slow_body_call(true).await, 1);
+}
+
+/// A gRPC call whose verdict comes in the trailers, two seconds after its head: how many slow
+/// calls the breaker counted. `to_end`: `None` for the layer as built, `Some(on)` for
+/// `measure_to_end_of_body(on)`.
+async fn slow_grpc_call(to_end: Option<bool>) -> u64 {
+    let clock = ManualClock::new();
+    let cb = CircuitBreaker::with_clock("g", timed(), clock.clone());
+    let inner = tower::service_fn(|_req: http::Request<()>| async {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let body =
+            Full::new(Bytes::from_static(b"msg")).with_trailers(async { Some(Ok(trailers)) });
+        let mut res = http::Response::new(body);
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        Ok::<_, Infallible>(res)
+    });
+    let layer = CircuitBreakerLayer::new(cb.clone())
+        .classifier(breakwater_tower::classify::grpc_failures(&[]));
+    let res = match to_end {
+        None => layer.layer(inner).oneshot(http::Request::new(())).await,
+        Some(on) => {
+            let res = layer
+                .measure_to_end_of_body(on)
+                .layer(inner)
+                .oneshot(http::Request::new(()))
+                .await;
+            clock.advance(Duration::from_secs(2));
+            let collected = res.unwrap().into_body().collect().await.unwrap();
+            assert!(collected.trailers().is_some());
+            let s = cb.snapshot();
+            assert_eq!(s.successes, 1, "grpc-status 0 is a success");
+            return s.slow_calls;
+        }
+    };
+    clock.advance(Duration::from_secs(2));
+    let collected = res.unwrap().into_body().collect().await.unwrap();
+    assert!(collected.trailers().is_some());
+    let s = cb.snapshot();
+    assert_eq!(s.successes, 1, "grpc-status 0 is a success");
+    s.slow_calls
+}
+
+#[tokio::test]
+async fn a_grpc_call_judged_at_its_trailers_is_timed_to_its_head_by_default() {
+    assert_eq!(slow_grpc_call(None).await, 0);
+    assert_eq!(slow_grpc_call(Some(false)).await, 0);
+}
+
+#[tokio::test]
+async fn a_grpc_call_can_be_timed_to_its_trailers() {
+    assert_eq!(slow_grpc_call(Some(true)).await, 1);
 }
