@@ -410,6 +410,15 @@ mod tests {
     }
 
     #[test]
+    fn watch_failures_say_what_failed() {
+        let class: WatchFailure<HttpFailureClass> =
+            WatchFailure::Class(HttpFailureClass::Status(StatusCode::BAD_GATEWAY));
+        assert_eq!(class.to_string(), "status 502 Bad Gateway");
+        let body: WatchFailure<HttpFailureClass> = WatchFailure::Body("cut".into());
+        assert_eq!(body.to_string(), "body: cut");
+    }
+
+    #[test]
     fn failure_classes_say_what_failed() {
         assert_eq!(
             HttpFailureClass::Status(StatusCode::BAD_GATEWAY).to_string(),

@@ -152,3 +152,27 @@ async fn a_grpc_call_judged_at_its_trailers_is_timed_to_its_head_by_default() {
 async fn a_grpc_call_can_be_timed_to_its_trailers() {
     assert_eq!(slow_grpc_call(Some(true)).await, 1);
 }
+
+#[tokio::test]
+async fn a_watched_body_that_fails_is_a_failure() {
+    let cb = CircuitBreaker::new("b", timed());
+    let svc = CircuitBreakerLayer::new(cb.clone())
+        .classifier(breakwater_tower::classify::grpc_failures(&[]))
+        .layer(tower::service_fn(|_req: http::Request<()>| async {
+            let frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = vec![
+                Ok(http_body::Frame::data(Bytes::from_static(b"part"))),
+                Err(std::io::Error::other("connection reset")),
+            ];
+            let body = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+            Ok::<_, Infallible>(http::Response::new(body))
+        }));
+    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    assert!(
+        format!("{:?}", res.body()).contains("tracked"),
+        "{:?}",
+        res.body()
+    );
+    assert!(res.into_body().collect().await.is_err());
+    let s = cb.snapshot();
+    assert_eq!((s.failures, s.successes), (1, 0));
+}
