@@ -176,3 +176,23 @@ async fn a_watched_body_that_fails_is_a_failure() {
     let s = cb.snapshot();
     assert_eq!((s.failures, s.successes), (1, 0));
 }
+
+#[tokio::test]
+async fn a_body_judged_at_the_head_is_passed_on_unwatched() {
+    let cb = CircuitBreaker::new("h", timed());
+    let svc = CircuitBreakerLayer::new(cb.clone())
+        .classifier(breakwater_tower::classify::grpc_failures(&[]))
+        .layer(tower::service_fn(|_req: http::Request<()>| async {
+            let mut res = http::Response::new(Full::new(Bytes::from_static(b"msg")));
+            res.headers_mut()
+                .insert("grpc-status", http::HeaderValue::from_static("0"));
+            Ok::<_, Infallible>(res)
+        }));
+    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    let shown = format!("{:?}", res.body());
+    assert!(
+        shown.contains("inner") && !shown.contains("tracked"),
+        "{shown}"
+    );
+    assert_eq!(cb.snapshot().successes, 1, "recorded at the head");
+}
