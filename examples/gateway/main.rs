@@ -322,6 +322,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     // operators out. On the public listener, or (with `--ops-listen`) on its own.
     let mut ops = OpsApi::new(&registry)
         .health(health.clone())
+        .fallback("gateway", fallback_stats)
         .token(options.ops_token.clone());
     if let Some(t) = &options.ops_read_token {
         ops = ops.read_token(t.clone());
@@ -329,7 +330,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     let ops = ops.router();
     let meters = match &options.otel {
         Some(otlp) => Some(
-            telemetry::start_metrics(otlp, &registry, &health, fallback_stats)
+            telemetry::start_metrics(otlp, &registry, &health, fallback_stats.clone())
                 .map_err(std::io::Error::other)?,
         ),
         None => None,

@@ -64,11 +64,14 @@ pub struct OpsApi {
     token: Option<String>,
     read_token: Option<String>,
     body_limit: usize,
+    fallbacks: crate::prometheus::FallbackCollector,
 }
 
 struct Ops {
     registry: Registry,
     health: HealthRegistry,
+    /// What `/metrics` serves: the breakers, the probes, the fallbacks.
+    metrics: prometheus_client::registry::Registry,
     token: Option<Vec<u8>>,
     read_token: Option<Vec<u8>>,
     alerts: AlertBook,
@@ -85,7 +88,19 @@ impl OpsApi {
             token: None,
             read_token: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            fallbacks: crate::prometheus::FallbackCollector::new(),
         }
+    }
+
+    /// Also serves a fallback layer's counters on `/metrics`, under `name`
+    /// (`resilience_fallback_invocations_total`).
+    pub fn fallback(
+        mut self,
+        name: &str,
+        stats: breakwater_tower::fallback::FallbackStats,
+    ) -> Self {
+        self.fallbacks = self.fallbacks.fallback(name, stats);
+        self
     }
 
     /// Answers health from `health` (with its probes and checks).
@@ -121,10 +136,19 @@ impl OpsApi {
         let health = self
             .health
             .unwrap_or_else(|| HealthRegistry::new(&self.registry));
+        let mut exposition = prometheus_client::registry::Registry::default();
+        exposition.register_collector(Box::new(crate::prometheus::RegistryCollector::new(
+            &self.registry,
+        )));
+        exposition.register_collector(Box::new(crate::prometheus::ProbeCollector::new(&health)));
+        if !self.fallbacks.is_empty() {
+            exposition.register_collector(Box::new(self.fallbacks));
+        }
         let state: Shared = Arc::new(Ops {
             alerts: AlertBook::new(&self.registry),
             registry: self.registry,
             health,
+            metrics: exposition,
             token: self.token.map(String::into_bytes),
             read_token: self.read_token.map(String::into_bytes),
         });
@@ -534,7 +558,7 @@ async fn prometheus(AxState(ops): AxState<Shared>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(crate::prometheus::CONTENT_TYPE),
         )],
-        crate::prometheus::render(&ops.registry),
+        crate::prometheus::encode(&ops.metrics),
     )
         .into_response()
 }

@@ -15,9 +15,18 @@
 //! | `resilience_circuit_breaker_transitions_total` | counter | `from_state`, `to_state`, `trigger` |
 //! | `resilience_circuit_breaker_call_duration_seconds` | histogram of recorded call durations (`record_call_durations`; absent until one) | |
 //!
-//! Counters count from the breaker's creation or its last manual reset.
+//! Counters count from the breaker's creation or its last manual reset. The ops API also serves
+//! its probes ([`ProbeCollector`]) and the fallbacks it was given ([`FallbackCollector`]):
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `resilience_probe_results_total` | counter | `probe_name`, `probe_result` = `ok`, `slow`, `failed` |
+//! | `resilience_probe_duration_seconds` | gauge: the latest run's latency | `probe_name` |
+//! | `resilience_fallback_invocations_total` | counter | `fallback_name`, `fallback_strategy` = `fixed`, `function`, `stale`, `backup`, `none` |
 
 use breakwater_core::{DURATION_BUCKETS, Registry, Snapshot, State};
+use breakwater_tower::fallback::FallbackStats;
+use breakwater_tower::health::HealthRegistry;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -206,6 +215,106 @@ impl Collector for RegistryCollector {
     }
 }
 
+/// A `prometheus-client` collector reading a health registry's probes at scrape time.
+#[derive(Debug, Clone)]
+pub struct ProbeCollector {
+    health: HealthRegistry,
+}
+
+impl ProbeCollector {
+    /// A collector over the probes of `health`.
+    pub fn new(health: &HealthRegistry) -> Self {
+        Self {
+            health: health.clone(),
+        }
+    }
+}
+
+impl Collector for ProbeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let probes = self.health.probes();
+        let mut family = encoder.encode_descriptor(
+            "resilience_probe_results",
+            "Probe runs by result: ok, slow (succeeded, but slowly) or failed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &probes {
+            let c = p.counts();
+            for (result, n) in [("ok", c.ok), ("slow", c.slow), ("failed", c.failed)] {
+                let labels = [("probe_name", p.name()), ("probe_result", result)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "resilience_probe_duration",
+            "How long the probe's latest run took (the timeout, when it timed out).",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for p in &probes {
+            if let Some(last) = p.last() {
+                let labels = [("probe_name", p.name())];
+                ConstGauge::new(last.latency.as_secs_f64())
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `prometheus-client` collector reading fallback layers' counters at scrape time, each under
+/// a name of your choice.
+#[derive(Debug, Clone, Default)]
+pub struct FallbackCollector {
+    fallbacks: Vec<(String, FallbackStats)>,
+}
+
+impl FallbackCollector {
+    /// No fallbacks yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a fallback layer's counters ([`FallbackLayer::stats`](breakwater_tower::fallback::FallbackLayer::stats)).
+    #[must_use]
+    pub fn fallback(mut self, name: &str, stats: FallbackStats) -> Self {
+        self.fallbacks.push((name.to_owned(), stats));
+        self
+    }
+
+    /// Whether it has no fallback to report.
+    pub fn is_empty(&self) -> bool {
+        self.fallbacks.is_empty()
+    }
+}
+
+impl Collector for FallbackCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "resilience_fallback_invocations",
+            "Answers given by each fallback strategy; `none`: no strategy could answer.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, stats) in &self.fallbacks {
+            for strategy in ["fixed", "function", "stale", "backup", "none"] {
+                let n = if strategy == "none" {
+                    stats.unanswered()
+                } else {
+                    stats.uses(strategy)
+                };
+                let labels = [
+                    ("fallback_name", name.as_str()),
+                    ("fallback_strategy", strategy),
+                ];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The whole exposition of `registry` (OpenMetrics text, ending with `# EOF`).
 ///
 /// ```
@@ -221,8 +330,13 @@ impl Collector for RegistryCollector {
 pub fn render(registry: &Registry) -> String {
     let mut prom = prometheus_client::registry::Registry::default();
     prom.register_collector(Box::new(RegistryCollector::new(registry)));
+    encode(&prom)
+}
+
+/// The exposition of a `prometheus-client` registry (OpenMetrics text, ending with `# EOF`).
+pub fn encode(prom: &prometheus_client::registry::Registry) -> String {
     let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &prom).is_err() {
+    if prometheus_client::encoding::text::encode(&mut out, prom).is_err() {
         out.clear();
         out.push_str("# EOF\n");
     }

@@ -909,3 +909,98 @@ fn the_reader_rejects_malformed_text() {
         assert!(result.is_err(), "accepted {text:?}");
     }
 }
+
+#[tokio::test]
+async fn the_ops_api_also_serves_its_probes_and_fallbacks() {
+    use breakwater::tower::FallbackLayer;
+    use breakwater::tower::health::{HealthRegistry, Probe};
+    use breakwater_axum::OpsApi;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let registry = Registry::new();
+    let health = HealthRegistry::new(&registry);
+    let probe = Probe::builder("dns", || async { Ok::<(), String>(()) })
+        .build()
+        .unwrap();
+    health.add_probe(probe.clone());
+    probe.run_once().await;
+    probe.run_once().await;
+    let fallback = FallbackLayer::new().fixed(http::Response::new("[]"));
+    let stats = fallback.stats();
+    // The fallback answers for a service that fails.
+    let failing = tower::service_fn(
+        |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+            Err::<http::Response<http_body_util::Empty<bytes::Bytes>>, std::io::Error>(
+                std::io::Error::other("down"),
+            )
+        },
+    );
+    let res = tower::Layer::layer(&fallback.on_errors(), failing)
+        .oneshot(http::Request::new(http_body_util::Empty::new()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let router = OpsApi::new(&registry)
+        .health(health)
+        .fallback("api", stats)
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let res = client
+        .request(
+            http::Request::get(format!("http://{addr}/metrics"))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[http::header::CONTENT_TYPE], CONTENT_TYPE);
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let e = parse(&text);
+    // The registry runs the probe too (its first run comes at once, the next a whole interval
+    // later): the scrape shows every run so far.
+    let runs = probe.counts();
+    assert!(runs.ok >= 2);
+    assert_eq!(
+        e.value(
+            "resilience_probe_results_total",
+            &[("probe_name", "dns"), ("probe_result", "ok")]
+        ),
+        runs.ok as f64
+    );
+    assert_eq!(
+        e.value(
+            "resilience_probe_results_total",
+            &[("probe_name", "dns"), ("probe_result", "failed")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        e.value(
+            "resilience_probe_duration_seconds",
+            &[("probe_name", "dns")]
+        ),
+        probe.last().unwrap().latency.as_secs_f64()
+    );
+    assert_eq!(
+        e.value(
+            "resilience_fallback_invocations_total",
+            &[("fallback_name", "api"), ("fallback_strategy", "fixed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        e.value(
+            "resilience_fallback_invocations_total",
+            &[("fallback_name", "api"), ("fallback_strategy", "stale")]
+        ),
+        0.0
+    );
+}
