@@ -322,7 +322,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     // operators out. On the public listener, or (with `--ops-listen`) on its own.
     let mut ops = OpsApi::new(&registry)
         .health(health.clone())
-        .fallback("gateway", fallback_stats)
+        .fallback("gateway", fallback_stats.clone())
         .token(options.ops_token.clone());
     if let Some(t) = &options.ops_read_token {
         ops = ops.read_token(t.clone());
