@@ -11,6 +11,8 @@
 //! | `resilience_circuit_breaker_slow_calls_total` | counter | |
 //! | `resilience_circuit_breaker_failure_ratio` | gauge 0..1, absent while unknown | |
 //! | `resilience_circuit_breaker_slow_call_ratio` | gauge 0..1, absent while unknown | |
+//! | `resilience_circuit_breaker_failure_ratio_threshold` | gauge 0..1, absent while that policy is off | |
+//! | `resilience_circuit_breaker_slow_call_ratio_threshold` | gauge 0..1, absent while that policy is off | |
 //! | `resilience_circuit_breaker_buffered_calls` | gauge | |
 //! | `resilience_circuit_breaker_transitions_total` | counter | `from_state`, `to_state`, `trigger` |
 //! | `resilience_circuit_breaker_call_duration_seconds` | histogram of recorded call durations (`record_call_durations`; absent until one) | |
@@ -151,6 +153,28 @@ impl Collector for RegistryCollector {
                 if let Some(r) = rate(&b.snapshot) {
                     let labels = [(NAME, b.snapshot.name.as_str())];
                     ConstGauge::new(r).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+
+        for (metric, help, threshold) in [
+            (
+                "resilience_circuit_breaker_failure_ratio_threshold",
+                "The failure rate that trips, 0..1 (absent while that policy is off).",
+                (|s: &Snapshot| s.config.failure_rate_threshold) as fn(&Snapshot) -> Option<f32>,
+            ),
+            (
+                "resilience_circuit_breaker_slow_call_ratio_threshold",
+                "The slow-call rate that trips, 0..1 (absent while that policy is off).",
+                |s: &Snapshot| s.config.slow_call_rate_threshold,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+            for b in &breakers {
+                if let Some(percent) = threshold(&b.snapshot) {
+                    let labels = [(NAME, b.snapshot.name.as_str())];
+                    ConstGauge::new(f64::from(percent) / 100.0)
+                        .encode(family.encode_family(&labels)?)?;
                 }
             }
         }

@@ -494,6 +494,14 @@ fn families_are_declared_with_their_types() {
             ("resilience_circuit_breaker_slow_calls", "counter"),
             (FAILURE_RATIO, "gauge"),
             (SLOW_RATIO, "gauge"),
+            (
+                "resilience_circuit_breaker_failure_ratio_threshold",
+                "gauge"
+            ),
+            (
+                "resilience_circuit_breaker_slow_call_ratio_threshold",
+                "gauge"
+            ),
             (BUFFERED, "gauge"),
             ("resilience_circuit_breaker_transitions", "counter"),
             (DURATION, "histogram"),
@@ -511,7 +519,7 @@ fn empty_registry_renders_descriptors_only() {
     let (registry, _clock) = registry();
     let e = scrape(&registry);
     assert!(e.samples.is_empty());
-    assert_eq!(e.families.len(), 8);
+    assert_eq!(e.families.len(), 10);
 }
 
 #[test]
@@ -852,12 +860,13 @@ fn ten_thousand_breakers() {
     assert_eq!(second, text, "nothing changed, same text");
     assert_eq!(text, collected(&registry));
 
-    // Per breaker: 6 states, 4 outcomes, slow calls, buffered calls (no rates, transitions or
-    // timed calls); per family HELP and TYPE, the histogram's UNIT, and EOF.
+    // Per breaker: 6 states, 4 outcomes, slow calls, the failure-rate threshold, buffered calls
+    // (no rates, transitions or timed calls); per family HELP and TYPE, the histogram's UNIT,
+    // and EOF.
     let lines = text.lines().count();
-    assert_eq!(lines, N * 12 + 8 * 2 + 1 + 1);
+    assert_eq!(lines, N * 13 + 10 * 2 + 1 + 1);
     let e = parse(&text);
-    assert_eq!(e.samples.len(), N * 12);
+    assert_eq!(e.samples.len(), N * 13);
     assert_eq!(
         e.value(
             CALLS,
@@ -942,6 +951,14 @@ async fn the_ops_api_also_serves_its_probes_and_fallbacks() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
+    registry.breaker_with(
+        "db",
+        breakwater::Config::builder()
+            .failure_rate_threshold(40.0)
+            .no_slow_call_rate_threshold()
+            .build()
+            .unwrap(),
+    );
     let router = OpsApi::new(&registry)
         .health(health)
         .fallback("api", stats)
@@ -1002,5 +1019,21 @@ async fn the_ops_api_also_serves_its_probes_and_fallbacks() {
             &[("fallback_name", "api"), ("fallback_strategy", "stale")]
         ),
         0.0
+    );
+    // The thresholds, as ratios, beside the rates they are judged against.
+    assert_eq!(
+        e.value(
+            "resilience_circuit_breaker_failure_ratio_threshold",
+            &[("circuit_breaker_name", "db")]
+        ),
+        0.4
+    );
+    assert_eq!(
+        e.get(
+            "resilience_circuit_breaker_slow_call_ratio_threshold",
+            &[("circuit_breaker_name", "db")]
+        ),
+        None,
+        "absent while the policy is off"
     );
 }

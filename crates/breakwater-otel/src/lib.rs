@@ -29,6 +29,7 @@
 //! | `resilience.circuit_breaker.transitions` | counter | `{transition}` | `circuit_breaker.name`, `from_state`, `to_state`, `trigger` = `failure_ratio`, `slow_call_ratio`, `consecutive_failures`, `timer`, `probe`, `manual` |
 //! | `resilience.circuit_breaker.failure_ratio` | gauge 0..1, absent while unknown | `1` | `circuit_breaker.name` |
 //! | `resilience.circuit_breaker.slow_call_ratio` | gauge 0..1, absent while unknown | `1` | `circuit_breaker.name` |
+//! | `resilience.circuit_breaker.failure_ratio_threshold`, `….slow_call_ratio_threshold` | gauge 0..1, absent while the policy is off | `1` | `circuit_breaker.name` |
 //! | `resilience.circuit_breaker.buffered_calls` | gauge | `{call}` | `circuit_breaker.name` |
 //! | `resilience.circuit_breaker.call.duration` | histogram (buckets: [`DURATION_BUCKETS`](breakwater_core::DURATION_BUCKETS)) | `s` | `circuit_breaker.name` |
 //! | `resilience.fallback.invocations` | counter | `{invocation}` | `fallback.name`, `fallback.strategy` = `fixed`, `function`, `stale`, `backup`, `none` |
@@ -258,6 +259,34 @@ fn register_breakers(registry: &Registry, meter: &Meter) {
                 for b in r.breakers() {
                     if let Some(v) = rate(&b.snapshot()) {
                         obs.observe(v, &[name_attr(&b)]);
+                    }
+                }
+            })
+            .build();
+    }
+
+    type Threshold = fn(&breakwater_core::Snapshot) -> Option<f32>;
+    for (name, description, threshold) in [
+        (
+            "resilience.circuit_breaker.failure_ratio_threshold",
+            "The failure rate that trips, 0..1 (absent while that policy is off).",
+            (|s: &breakwater_core::Snapshot| s.config.failure_rate_threshold) as Threshold,
+        ),
+        (
+            "resilience.circuit_breaker.slow_call_ratio_threshold",
+            "The slow-call rate that trips, 0..1 (absent while that policy is off).",
+            |s: &breakwater_core::Snapshot| s.config.slow_call_rate_threshold,
+        ),
+    ] {
+        let r = registry.clone();
+        meter
+            .f64_observable_gauge(name)
+            .with_description(description)
+            .with_unit("1")
+            .with_callback(move |obs| {
+                for b in r.breakers() {
+                    if let Some(percent) = threshold(&b.snapshot()) {
+                        obs.observe(f64::from(percent) / 100.0, &[name_attr(&b)]);
                     }
                 }
             })

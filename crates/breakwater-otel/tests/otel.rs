@@ -330,6 +330,20 @@ async fn exported_instruments_equal_the_metrics_json_of_the_same_run() {
         Some(1.0),
         "OPEN keeps the window that opened it"
     );
+    assert_eq!(
+        e.float(
+            "resilience.circuit_breaker.failure_ratio_threshold",
+            &[("circuit_breaker.name", "db")]
+        ),
+        Some(0.5)
+    );
+    assert_eq!(
+        e.float(
+            "resilience.circuit_breaker.slow_call_ratio_threshold",
+            &[("circuit_breaker.name", "timed")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(e.unit("resilience.circuit_breaker.failure_ratio"), "1");
     assert_eq!(e.unit("resilience.circuit_breaker.slow_call_ratio"), "1");
     assert_eq!(
