@@ -167,13 +167,15 @@ impl Gateway {
     }
 }
 
-/// The upstream breaker's config: it trips on half the last 20 calls failing.
+/// The upstream breaker's config: it trips on half the last 20 calls failing, and keeps a
+/// histogram of every call's duration (`resilience_circuit_breaker_call_duration_seconds`).
 fn upstream_config() -> Config {
     Config::builder()
         .failure_rate_threshold(50.0)
         .sliding_window(SlidingWindow::Count(20))
         .minimum_number_of_calls(10)
         .wait_in_open(Duration::from_secs(5))
+        .record_call_durations(true)
         .health(HealthMode::Critical)
         .build()
         .expect("valid config")
