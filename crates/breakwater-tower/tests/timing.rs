@@ -188,11 +188,21 @@ async fn a_body_judged_at_the_head_is_passed_on_unwatched() {
                 .insert("grpc-status", http::HeaderValue::from_static("0"));
             Ok::<_, Infallible>(res)
         }));
-    let res = svc.oneshot(http::Request::new(())).await.unwrap();
+    let mut svc = svc;
+    let future = tower::Service::call(&mut svc, http::Request::new(()));
+    assert!(format!("{future:?}").contains("ResponseFuture"));
+    let res = future.await.unwrap();
     let shown = format!("{:?}", res.body());
     assert!(
         shown.contains("inner") && !shown.contains("tracked"),
         "{shown}"
     );
     assert_eq!(cb.snapshot().successes, 1, "recorded at the head");
+    // The inner body's own hints, passed on.
+    assert!(!http_body::Body::is_end_stream(res.body()));
+    assert_eq!(http_body::Body::size_hint(res.body()).exact(), Some(3));
+    let mut body = res.into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "msg");
+    assert!(http_body::Body::is_end_stream(&body), "read to its end");
 }

@@ -19,9 +19,11 @@ const SEQ_SHIFT: u32 = 42;
 const FIELD_MASK: u64 = (1 << 21) - 1;
 const SEQ_ONE: u64 = 1 << SEQ_SHIFT;
 const FAILED_ONE: u64 = 1 << FAILED_SHIFT;
-const SLOW_ONE: u64 = 1 << SLOW_SHIFT;
-/// The failed and slow fields: any bit set there means a call the policies look at.
-const BAD_MASK: u64 = (FIELD_MASK << FAILED_SHIFT) | (FIELD_MASK << SLOW_SHIFT);
+/// One slow call: the slow field is the lowest (`SLOW_SHIFT` is 0).
+const SLOW_ONE: u64 = 1;
+/// The failed and slow fields, every bit below the sequence: any bit set there means a call the
+/// policies look at.
+const BAD_MASK: u64 = SEQ_ONE - 1;
 
 const EMPTY: u8 = 0;
 
