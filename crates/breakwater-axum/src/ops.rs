@@ -41,6 +41,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 << 10;
 /// | `GET /metrics` | Prometheus / OpenMetrics text |
 /// | `GET /v1/alerts`, `POST /v1/alerts/{id}/resolve` | alerts and their lifecycle |
 /// | `GET /v1/probes[/{name}]`, `PUT /v1/probes/{name}/config` | active probes, history, settings |
+/// | `GET /v1/dashboard` | a live HTML page of every breaker, updated from the event stream (served without the read token) |
 ///
 /// Mutating routes need `Authorization: Bearer <token>` (compared in constant time): 401
 /// `UNAUTHORIZED` with `WWW-Authenticate` without a valid one, 403 `OPS_DISABLED` when no token
@@ -177,6 +178,7 @@ impl OpsApi {
             .route("/v1/probes/{name}/config", put(probe_config))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_write));
         let health = Router::new()
+            .route("/v1/dashboard", get(dashboard))
             .route("/health", get(health_all))
             .route("/health/live", get(health_live))
             .route("/health/ready", get(health_ready));
@@ -550,6 +552,24 @@ async fn event_stream(
         Some((Ok(sse), sub))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// The live page: static HTML that reads the API itself (so it is served without the read
+/// token, and asks for the token when reads need one).
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'",
+            ),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 async fn prometheus(AxState(ops): AxState<Shared>) -> Response {
