@@ -15,7 +15,7 @@ use breakwater_tower::{CircuitBreakerLayer, DEFAULT_GRPC_FAILURE_CODES, grpc_fai
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Layer, ServiceBuilder, ServiceExt};
 
 const LIMIT: Duration = Duration::from_secs(2);
 
@@ -325,4 +325,48 @@ where
     fn call(&mut self, _req: R) -> Self::Future {
         std::future::ready(Err("called while not ready".into()))
     }
+}
+
+#[tokio::test]
+async fn an_axum_form_answers_an_inner_service_that_fails_to_get_ready_502() {
+    let cb = CircuitBreaker::new("api", Config::default());
+    let broken = tower::service_fn(|_req: Request<axum::body::Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+    });
+    let svc = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(cb.clone()).for_axum())
+        .service(NeverReady(broken));
+    let res = svc
+        .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let json: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["code"], "UPSTREAM_ERROR");
+}
+
+#[tokio::test]
+async fn a_call_made_without_poll_ready_answers_an_http_request_in_http_form() {
+    // `call` without `poll_ready` first: the permit is taken in `call`, and an inner error of
+    // a plain HTTP request is answered 502 JSON (a gRPC request would get a gRPC status).
+    let cb = CircuitBreaker::new("api", Config::default());
+    let failing = tower::service_fn(|_req: Request<axum::body::Body>| async {
+        Err::<http::Response<axum::body::Body>, tower::BoxError>("refused by the upstream".into())
+    });
+    let mut svc = CircuitBreakerLayer::new(cb.clone())
+        .respond_when_open()
+        .layer(failing);
+    let res = tower::Service::call(
+        &mut svc,
+        Request::get("/").body(axum::body::Body::empty()).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert!(res.headers().get("grpc-status").is_none());
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let json: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["code"], "UPSTREAM_ERROR");
+    assert_eq!(cb.snapshot().failures, 1);
 }
