@@ -375,3 +375,97 @@ async fn the_simulation_can_be_changed_at_run_time() {
     assert_eq!(res.status(), StatusCode::OK);
     assert!(gw.simulation.is_some());
 }
+
+#[tokio::test]
+async fn alerts_are_posted_to_the_webhook_as_they_fire() {
+    // A Slack-shaped receiver on loopback.
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let receiver = Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, receiver).await.unwrap() });
+
+    let up = Upstream::start().await;
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{}", up.addr),
+        "--alert-webhook",
+        &format!("http://{hook}/hook"),
+        "--alert-format",
+        "slack",
+    ]
+    .map(str::to_owned);
+    let gw = gateway::start(gateway::Options::parse(args, |_| None).unwrap())
+        .await
+        .unwrap();
+    let http = Http {
+        base: format!("http://{}", gw.addr),
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    };
+    up.down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        http.get("/api/items/4").await;
+    }
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), got.recv())
+        .await
+        .expect("a webhook within 10 s")
+        .unwrap();
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("read:GET /api/items/{id}") && text.contains("fired"),
+        "{text}"
+    );
+    gw.shut_down().await;
+}
+
+#[test]
+fn alert_flags_are_checked() {
+    let parse =
+        |args: &[&str]| gateway::Options::parse(args.iter().map(|a| (*a).to_owned()), |_| None);
+    let ok = parse(&[
+        "--alert-webhook",
+        "http://127.0.0.1:9/e",
+        "--alert-format",
+        "pagerduty",
+        "--alert-routing-key",
+        "K",
+    ])
+    .unwrap();
+    assert!(ok.alert_webhook.is_some());
+    for (args, names) in [
+        (vec!["--alert-format", "slack"], "--alert-webhook"),
+        (vec!["--alert-webhook", "ftp://x/"], "--alert-webhook"),
+        (
+            vec![
+                "--alert-webhook",
+                "http://127.0.0.1:9/",
+                "--alert-format",
+                "teams",
+            ],
+            "--alert-format",
+        ),
+        (
+            vec![
+                "--alert-webhook",
+                "http://127.0.0.1:9/",
+                "--alert-format",
+                "pagerduty",
+            ],
+            "--alert-routing-key",
+        ),
+    ] {
+        let err = parse(&args).unwrap_err();
+        assert!(err.contains(names), "{err}");
+    }
+}

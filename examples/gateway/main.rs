@@ -22,8 +22,9 @@
 //! Both listeners bound their clients (`serve.rs`): a header timeout, a cap on connections,
 //! HTTP/2 limits, and a graceful shutdown on Ctrl-C or SIGTERM.
 //!
-//! Logs go to the console (`RUST_LOG`, default `info`): every breaker transition shows as it
-//! happens. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, metrics and request traces are pushed over
+//! Logs go to the console (`RUST_LOG`, default `info`): every breaker transition and alert
+//! shows as it happens. With `--alert-webhook URL` alerts are also posted there as they fire
+//! and resolve (`--alert-format generic|slack|pagerduty`). With `OTEL_EXPORTER_OTLP_ENDPOINT` set, metrics and request traces are pushed over
 //! OTLP/HTTP (`telemetry.rs`).
 #![allow(dead_code)]
 
@@ -328,6 +329,12 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         .token(options.ops_token.clone());
     if let Some(t) = &options.ops_read_token {
         ops = ops.read_token(t.clone());
+    }
+    if let Some((url, format)) = &options.alert_webhook {
+        let hook = breakwater::ops::webhook::WebhookNotifier::builder(url.clone())
+            .format(format.clone())
+            .spawn();
+        ops = ops.notifier(Arc::new(hook));
     }
     let ops = ops.router();
     let meters = match &options.otel {

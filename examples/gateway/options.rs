@@ -32,6 +32,9 @@ pub(crate) struct Options {
     pub(crate) max_body_bytes: u64,
     /// OpenTelemetry export, switched on by `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub(crate) otel: Option<Otlp>,
+    /// Where alerts are posted, and in which shape (`--alert-webhook`, `--alert-format`,
+    /// `--alert-routing-key`; `BREAKWATER_ALERT_WEBHOOK`, `…_FORMAT`, `…_ROUTING_KEY`).
+    pub(crate) alert_webhook: Option<(Uri, breakwater::ops::webhook::WebhookFormat)>,
 }
 
 /// Where and how metrics and traces are exported over OTLP, from OpenTelemetry's standard
@@ -98,13 +101,15 @@ impl Default for Options {
             max_connections: 10_000,
             max_body_bytes: 10 << 20,
             otel: None,
+            alert_webhook: None,
         }
     }
 }
 
 const USAGE: &str = "usage: gateway [--listen ADDR] [--ops-listen ADDR] [--upstream URL] \
 [--ops-token T] [--ops-read-token T] [--upstream-timeout-ms MS] [--header-timeout-ms MS] \
-[--max-connections N] [--max-body-bytes N]";
+[--max-connections N] [--max-body-bytes N] [--alert-webhook URL] \
+[--alert-format generic|slack|pagerduty] [--alert-routing-key KEY]";
 
 impl Options {
     /// From the command line and the environment (a flag wins), with the defaults.
@@ -130,6 +135,9 @@ impl Options {
             ("--header-timeout-ms", "BREAKWATER_HEADER_TIMEOUT_MS"),
             ("--max-connections", "BREAKWATER_MAX_CONNECTIONS"),
             ("--max-body-bytes", "BREAKWATER_MAX_BODY_BYTES"),
+            ("--alert-webhook", "BREAKWATER_ALERT_WEBHOOK"),
+            ("--alert-format", "BREAKWATER_ALERT_FORMAT"),
+            ("--alert-routing-key", "BREAKWATER_ALERT_ROUTING_KEY"),
         ];
         let mut values: Vec<Option<String>> = known.iter().map(|(_, var)| env(var)).collect();
         let mut args = args.into_iter();
@@ -187,8 +195,52 @@ impl Options {
             o.max_body_bytes = positive("--max-body-bytes", &v)?;
         }
         o.otel = Otlp::from_env(&env)?;
+        o.alert_webhook = alert_webhook(
+            value("--alert-webhook"),
+            value("--alert-format"),
+            value("--alert-routing-key"),
+        )?;
         Ok(o)
     }
+}
+
+fn alert_webhook(
+    url: Option<String>,
+    format: Option<String>,
+    routing_key: Option<String>,
+) -> Result<Option<(Uri, breakwater::ops::webhook::WebhookFormat)>, String> {
+    use breakwater::ops::webhook::WebhookFormat;
+    let Some(url) = url else {
+        if format.is_some() || routing_key.is_some() {
+            return Err("--alert-format and --alert-routing-key need --alert-webhook".into());
+        }
+        return Ok(None);
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("invalid --alert-webhook `{url}`: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!(
+            "--alert-webhook must be an http:// URL (put a TLS proxy in front for https), not `{url}`"
+        ));
+    }
+    let format = match (format.as_deref().unwrap_or("generic"), routing_key) {
+        ("generic", None) => WebhookFormat::Generic,
+        ("slack", None) => WebhookFormat::Slack,
+        ("pagerduty", Some(routing_key)) => WebhookFormat::PagerDuty { routing_key },
+        ("pagerduty", None) => {
+            return Err("--alert-format pagerduty needs --alert-routing-key".into());
+        }
+        ("generic" | "slack", Some(_)) => {
+            return Err("--alert-routing-key is for --alert-format pagerduty".into());
+        }
+        (other, _) => {
+            return Err(format!(
+                "invalid --alert-format `{other}`: expected generic, slack or pagerduty"
+            ));
+        }
+    };
+    Ok(Some((uri, format)))
 }
 
 fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {

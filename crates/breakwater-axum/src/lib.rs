@@ -8,7 +8,8 @@ pub mod config_patch;
 mod error;
 mod ops;
 pub mod prometheus;
+pub mod webhook;
 
-pub use alerts::{Alert, AlertBook, AlertStatus};
+pub use alerts::{Alert, AlertBook, AlertChange, AlertStatus, Notifier, Severity};
 pub use error::ApiError;
 pub use ops::{DEFAULT_BODY_LIMIT, OpsApi, metrics_json, not_found};

@@ -57,7 +57,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 << 10;
 /// let ops: axum::Router = OpsApi::new(&registry).token("s3cret").router();
 /// # let _ = ops;
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct OpsApi {
     registry: Registry,
@@ -66,6 +66,19 @@ pub struct OpsApi {
     read_token: Option<String>,
     body_limit: usize,
     fallbacks: crate::prometheus::FallbackCollector,
+    notifiers: Vec<Arc<dyn crate::alerts::Notifier>>,
+}
+
+impl std::fmt::Debug for OpsApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsApi")
+            .field("registry", &self.registry)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("read_token", &self.read_token.as_ref().map(|_| "…"))
+            .field("body_limit", &self.body_limit)
+            .field("notifiers", &self.notifiers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 struct Ops {
@@ -90,7 +103,16 @@ impl OpsApi {
             read_token: None,
             body_limit: DEFAULT_BODY_LIMIT,
             fallbacks: crate::prometheus::FallbackCollector::new(),
+            notifiers: Vec::new(),
         }
+    }
+
+    /// Tells `notifier` of every alert change (a [`WebhookNotifier`](crate::webhook::WebhookNotifier),
+    /// or your own). Alerts are then kept up to date by a task on the tokio runtime that builds
+    /// the router, so a change is told when it happens.
+    pub fn notifier(mut self, notifier: Arc<dyn crate::alerts::Notifier>) -> Self {
+        self.notifiers.push(notifier);
+        self
     }
 
     /// Also serves a fallback layer's counters on `/metrics`, under `name`
@@ -145,8 +167,17 @@ impl OpsApi {
         if !self.fallbacks.is_empty() {
             exposition.register_collector(Box::new(self.fallbacks));
         }
+        let book = AlertBook::new(&self.registry);
+        if !self.notifiers.is_empty() {
+            for n in self.notifiers {
+                book.add_notifier(n);
+            }
+            if tokio::runtime::Handle::try_current().is_ok() {
+                book.watch();
+            }
+        }
         let state: Shared = Arc::new(Ops {
-            alerts: AlertBook::new(&self.registry),
+            alerts: book,
             registry: self.registry,
             health,
             metrics: exposition,
