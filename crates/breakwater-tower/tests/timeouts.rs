@@ -370,3 +370,117 @@ async fn a_call_made_without_poll_ready_answers_an_http_request_in_http_form() {
     assert_eq!(json["code"], "UPSTREAM_ERROR");
     assert_eq!(cb.snapshot().failures, 1);
 }
+
+/// What a fallback's function strategy was told: the failure's kind, and its error if any.
+fn describe(
+    _: &http::request::Parts,
+    failure: &breakwater_tower::fallback::Failure,
+) -> http::Response<bytes::Bytes> {
+    let error = failure.error().map(ToString::to_string).unwrap_or_default();
+    http::Response::new(bytes::Bytes::from(format!(
+        "{}|{error}",
+        failure.kind().as_str()
+    )))
+}
+
+async fn text(app: &Router, path: &str) -> (StatusCode, String) {
+    let res = app
+        .clone()
+        .oneshot(Request::get(path).body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+fn answering(status: u16) -> axum::routing::MethodRouter {
+    get(move || async move { (StatusCode::from_u16(status).unwrap(), "upstream") })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breakers_timeout_answer_reaches_the_fallback_as_the_timeout_it_was() {
+    let cb = CircuitBreaker::new("api", Config::default());
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                std::future::pending::<()>().await;
+                "never"
+            }),
+        )
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(CircuitBreakerLayer::new(cb.clone()).for_axum())
+                .timeout(LIMIT),
+        )
+        .layer(
+            FallbackLayer::new()
+                .on_timeouts()
+                .function(describe)
+                .for_axum(),
+        );
+    let (status, body) = text(&app, "/slow").await;
+    assert_eq!(status, StatusCode::OK);
+    let (kind, error) = body.split_once('|').unwrap();
+    assert_eq!(kind, "timeout");
+    assert!(
+        !error.is_empty(),
+        "the breaker's error, carried over: {body}"
+    );
+}
+
+#[tokio::test]
+async fn on_timeouts_takes_408_and_504_answers_and_nothing_else() {
+    let app = Router::new()
+        .route("/408", answering(408))
+        .route("/504", answering(504))
+        .route("/500", answering(500))
+        .layer(
+            FallbackLayer::new()
+                .on_timeouts()
+                .function(describe)
+                .for_axum(),
+        );
+    for path in ["/408", "/504"] {
+        let (status, body) = text(&app, path).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "timeout|"),
+            "{path}"
+        );
+    }
+    let (status, body) = text(&app, "/500").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "upstream")
+    );
+}
+
+#[tokio::test]
+async fn without_on_timeouts_a_504_is_a_failed_response_not_a_timeout() {
+    let app = Router::new().route("/504", answering(504)).layer(
+        FallbackLayer::new()
+            .on_failed_responses()
+            .function(describe)
+            .for_axum(),
+    );
+    let (status, body) = text(&app, "/504").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "failed_response|")
+    );
+}
+
+#[test]
+fn the_fallback_service_and_future_say_what_they_are() {
+    let svc = FallbackLayer::new()
+        .fixed(http::Response::new("[]"))
+        .layer(tower::service_fn(|_req: Request<axum::body::Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+        }));
+    assert!(format!("{svc:?}").contains("FallbackService"));
+    let mut svc = svc;
+    let future = tower::Service::call(&mut svc, Request::new(axum::body::Body::empty()));
+    assert!(format!("{future:?}").contains("ResponseFuture"));
+}
