@@ -10,6 +10,8 @@ mod ops;
 pub mod prometheus;
 pub mod webhook;
 
-pub use alerts::{Alert, AlertBook, AlertChange, AlertStatus, Notifier, Severity};
+pub use alerts::{
+    Alert, AlertBook, AlertChange, AlertFilter, AlertRules, AlertStatus, Notifier, Rule, Severity,
+};
 pub use error::ApiError;
 pub use ops::{DEFAULT_BODY_LIMIT, OpsApi, metrics_json, not_found};

@@ -1,13 +1,14 @@
 //! The ops API: an axum `Router` over a breaker registry.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Request, State as AxState};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -20,7 +21,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::alerts::AlertBook;
+use crate::alerts::{AlertBook, AlertFilter, AlertRules};
 use crate::config_patch;
 use crate::error::ApiError;
 
@@ -167,7 +168,7 @@ impl OpsApi {
         if !self.fallbacks.is_empty() {
             exposition.register_collector(Box::new(self.fallbacks));
         }
-        let book = AlertBook::new(&self.registry);
+        let book = AlertBook::new(&health);
         if !self.notifiers.is_empty() {
             for n in self.notifiers {
                 book.add_notifier(n);
@@ -191,6 +192,7 @@ impl OpsApi {
             .route("/v1/circuit-breaker/{name}", get(circuit))
             .route("/metrics", get(prometheus))
             .route("/v1/alerts", get(alerts))
+            .route("/v1/alerts/rules", get(alert_rules))
             .route("/v1/probes", get(probes))
             .route("/v1/probes/{name}", get(probe))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_read));
@@ -206,6 +208,8 @@ impl OpsApi {
             .route("/v1/circuit-breaker/release/{name}", post(release))
             .route("/v1/circuit-breaker/{name}/config", put(config))
             .route("/v1/alerts/{id}/resolve", post(resolve_alert))
+            .route("/v1/alerts/{id}/ack", post(acknowledge_alert))
+            .route("/v1/alerts/rules", put(set_alert_rules))
             .route("/v1/probes/{name}/config", put(probe_config))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_write));
         let health = Router::new()
@@ -614,8 +618,100 @@ async fn prometheus(AxState(ops): AxState<Shared>) -> Response {
         .into_response()
 }
 
-async fn alerts(AxState(ops): AxState<Shared>) -> Response {
-    json_response(StatusCode::OK, &json!({ "alerts": ops.alerts.list() }))
+async fn alerts(
+    AxState(ops): AxState<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let mut filter = AlertFilter::default();
+    for (key, value) in &query {
+        let quoted = Value::String(value.clone());
+        let bad = |what: &str| {
+            ApiError::bad_request(format!("invalid `{key}` {value:?}: expected {what}"))
+                .into_response()
+        };
+        match key.as_str() {
+            "status" => match serde_json::from_value(quoted) {
+                Ok(s) => filter.status = Some(s),
+                Err(_) => return bad("firing, acknowledged or resolved"),
+            },
+            "severity" => match serde_json::from_value(quoted) {
+                Ok(s) => filter.severity = Some(s),
+                Err(_) => return bad("low, medium, high or critical"),
+            },
+            "circuit" => filter.circuit = Some(value.clone()),
+            _ => {
+                return ApiError::bad_request(format!(
+                    "unknown parameter `{key}` (status, severity and circuit are known)"
+                ))
+                .into_response();
+            }
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({ "alerts": ops.alerts.list(&filter) }),
+    )
+}
+
+async fn alert_rules(AxState(ops): AxState<Shared>) -> Response {
+    json_response(StatusCode::OK, &ops.alerts.rules())
+}
+
+async fn set_alert_rules(AxState(ops): AxState<Shared>, JsonObject(body): JsonObject) -> Response {
+    let rules: AlertRules = match serde_path_to_error::deserialize(Value::Object(body)) {
+        Ok(r) => r,
+        Err(e) => {
+            let path = e.path().to_string();
+            return ApiError::invalid_config(format!("`{path}`: {}", e.into_inner()))
+                .into_response();
+        }
+    };
+    if let Err(e) = ops.alerts.set_rules(rules) {
+        return ApiError::invalid_config(e).into_response();
+    }
+    tracing::info!(target: "breakwater::audit", "alert rules changed");
+    json_response(StatusCode::OK, &ops.alerts.rules())
+}
+
+/// An optional `{"note": "..."}` body.
+fn note_of(body: Option<Value>) -> Result<Option<String>, ApiError> {
+    match body {
+        None => Ok(None),
+        Some(Value::Object(mut m)) => {
+            let note = match m.remove("note") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s),
+                Some(_) => return Err(ApiError::bad_request("`note` must be a string")),
+            };
+            if let Some(k) = m.keys().next() {
+                return Err(ApiError::bad_request(format!(
+                    "unknown field `{k}` (only `note`)"
+                )));
+            }
+            Ok(note)
+        }
+        Some(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+    }
+}
+
+async fn acknowledge_alert(
+    AxState(ops): AxState<Shared>,
+    Name(id): Name,
+    JsonOrEmpty(body): JsonOrEmpty,
+) -> Response {
+    let note = match note_of(body) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let Some(alert) = id
+        .parse()
+        .ok()
+        .and_then(|id| ops.alerts.acknowledge(id, note))
+    else {
+        return ApiError::not_found(format!("no alert with id `{id}`")).into_response();
+    };
+    tracing::info!(target: "breakwater::audit", alert = alert.id, circuit = %alert.circuit, "alert acknowledged");
+    json_response(StatusCode::OK, &alert)
 }
 
 async fn probes(AxState(ops): AxState<Shared>) -> Response {
@@ -713,9 +809,13 @@ async fn config(
 async fn resolve_alert(
     AxState(ops): AxState<Shared>,
     Name(id): Name,
-    _body: JsonOrEmpty,
+    JsonOrEmpty(body): JsonOrEmpty,
 ) -> Response {
-    let Some(alert) = id.parse().ok().and_then(|id| ops.alerts.resolve(id)) else {
+    let note = match note_of(body) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let Some(alert) = id.parse().ok().and_then(|id| ops.alerts.resolve(id, note)) else {
         return ApiError::not_found(format!("no alert with id `{id}`")).into_response();
     };
     tracing::info!(target: "breakwater::audit", alert = alert.id, circuit = %alert.circuit, "alert resolved");

@@ -41,12 +41,14 @@ use crate::alerts::{Alert, AlertChange, Notifier, Severity};
 /// The body a webhook is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookFormat {
-    /// `{"event": "fired" | "resolved", "alert": {…the alert as `/v1/alerts` shows it…}}`.
+    /// `{"event": "fired" | "acknowledged" | "escalated" | "resolved", "alert": {…the alert
+    /// as `/v1/alerts` shows it…}}`.
     Generic,
     /// A Slack incoming webhook's `{"text": …}`.
     Slack,
-    /// PagerDuty Events API v2: `trigger` on fire and `resolve` on resolution, with the
-    /// `routing_key` given and a `dedup_key` stable per alert (`breakwater-<id>`).
+    /// PagerDuty Events API v2: `trigger` when an alert fires or escalates, `acknowledge` and
+    /// `resolve`, with the `routing_key` given and a `dedup_key` stable per alert
+    /// (`breakwater-<id>`).
     PagerDuty {
         /// The integration's routing key.
         routing_key: String,
@@ -56,15 +58,13 @@ pub enum WebhookFormat {
 impl WebhookFormat {
     /// The body for `change` of `alert`.
     pub fn body(&self, alert: &Alert, change: AlertChange) -> Value {
-        let event = match change {
-            AlertChange::Fired => "fired",
-            AlertChange::Resolved => "resolved",
-        };
+        let event = change.as_str();
         match self {
             WebhookFormat::Generic => json!({ "event": event, "alert": alert }),
             WebhookFormat::Slack => {
                 let icon = match change {
-                    AlertChange::Fired => ":red_circle:",
+                    AlertChange::Fired | AlertChange::Escalated => ":red_circle:",
+                    AlertChange::Acknowledged => ":eyes:",
                     AlertChange::Resolved => ":large_green_circle:",
                 };
                 json!({
@@ -76,8 +76,10 @@ impl WebhookFormat {
                 })
             }
             WebhookFormat::PagerDuty { routing_key } => {
+                // An escalation triggers the same incident again, at its new severity.
                 let action = match change {
-                    AlertChange::Fired => "trigger",
+                    AlertChange::Fired | AlertChange::Escalated => "trigger",
+                    AlertChange::Acknowledged => "acknowledge",
                     AlertChange::Resolved => "resolve",
                 };
                 let severity = match alert.severity {

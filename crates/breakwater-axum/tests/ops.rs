@@ -647,7 +647,7 @@ async fn events_alerts_and_the_live_stream() {
     let alert = &alerts.json["alerts"][0];
     assert_eq!(alert["circuit"], "db");
     assert_eq!(alert["severity"], "critical");
-    assert_eq!(alert["status"], "active");
+    assert_eq!(alert["status"], "firing");
     let id = alert["id"].as_u64().unwrap();
 
     // Closing resolves it by itself; a new opening raises a new one, resolved by hand.

@@ -11,7 +11,7 @@ use axum::http::{StatusCode, Uri};
 use axum::routing::post;
 use breakwater::{Config, HealthMode, Registry, State};
 use breakwater_axum::webhook::{WebhookFormat, WebhookNotifier};
-use breakwater_axum::{Alert, AlertChange, AlertStatus, Notifier, OpsApi, Severity};
+use breakwater_axum::{Alert, AlertChange, Notifier, OpsApi, Rule, Severity};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -112,7 +112,8 @@ async fn alerts_are_posted_when_they_fire_and_when_they_resolve() {
     assert_eq!(body["event"], "fired");
     assert_eq!(body["alert"]["circuit"], "db");
     assert_eq!(body["alert"]["severity"], "high");
-    assert_eq!(body["alert"]["status"], "active");
+    assert_eq!(body["alert"]["status"], "firing");
+    assert_eq!(body["alert"]["rule"], "circuitOpen");
     let id = body["alert"]["id"].clone();
 
     db.reset();
@@ -169,16 +170,14 @@ async fn slack_and_pagerduty_get_their_own_shapes() {
 }
 
 fn alert(id: u64) -> Alert {
-    Alert {
+    Alert::firing(
         id,
-        circuit: "db".into(),
-        severity: Severity::High,
-        status: AlertStatus::Active,
-        message: "circuit `db` is OPEN".into(),
-        started_at: 0,
-        resolved_at: None,
-        resolved_by: None,
-    }
+        Rule::CircuitOpen,
+        "db",
+        Severity::High,
+        "circuit `db` is open",
+        0,
+    )
 }
 
 #[tokio::test]

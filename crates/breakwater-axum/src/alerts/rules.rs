@@ -1,0 +1,139 @@
+//! The alerting rules: which conditions raise an alert, at which severity, and when an alert
+//! still firing escalates. Their JSON (camelCase, durations in ms) is what
+//! `GET /v1/alerts/rules` shows and `PUT /v1/alerts/rules` replaces (unknown fields refused).
+
+use serde::{Deserialize, Serialize};
+
+/// Every rule, each with its own switch and thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AlertRules {
+    /// A circuit opened: `critical` for breakers whose health is critical, `high` for others.
+    /// It stays active through HALF_OPEN and resolves when the circuit closes.
+    pub circuit_open: bool,
+    /// A circuit forced open or disabled by an operator: `low`.
+    pub forced: bool,
+    /// The "may open soon" warning: a CLOSED circuit whose known failure rate reached this
+    /// fraction of its trip threshold (`medium`; 0 < f <= 1; `null`: off).
+    pub failure_rate_warning: Option<f64>,
+    /// The same for the slow-call rate.
+    pub slow_call_rate_warning: Option<f64>,
+    /// At least this many circuits open at once: `critical` (`null`: off; at least 2).
+    pub circuits_open: Option<u32>,
+    /// A probe failing (`high`).
+    pub probe_failing: bool,
+    /// A probe's latest run succeeded but slowly (`medium`).
+    pub probe_slow: bool,
+    /// A circuit that opened at least this many times within `flapping_window_ms`: `medium`
+    /// (`null`: off; at least 2).
+    pub flapping_openings: Option<u32>,
+    /// The window of the flapping rule, in ms (at least 1,000).
+    pub flapping_window_ms: u64,
+    /// An alert still firing (not acknowledged) this long after it fired, or after its last
+    /// escalation, rises one severity and is told again (`null`: never; at least 1,000 ms).
+    pub escalate_after_ms: Option<u64>,
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        Self {
+            circuit_open: true,
+            forced: true,
+            failure_rate_warning: Some(0.5),
+            slow_call_rate_warning: Some(0.5),
+            circuits_open: Some(2),
+            probe_failing: true,
+            probe_slow: true,
+            flapping_openings: Some(3),
+            flapping_window_ms: 600_000,
+            escalate_after_ms: Some(900_000),
+        }
+    }
+}
+
+impl AlertRules {
+    /// Checks every threshold; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, v) in [
+            ("failureRateWarning", self.failure_rate_warning),
+            ("slowCallRateWarning", self.slow_call_rate_warning),
+        ] {
+            if let Some(f) = v
+                && !(f > 0.0 && f <= 1.0)
+            {
+                return Err(format!("`{field}` must be above 0 and at most 1, not {f}"));
+            }
+        }
+        if let Some(n) = self.circuits_open
+            && n < 2
+        {
+            return Err(format!("`circuitsOpen` must be at least 2, not {n}"));
+        }
+        if let Some(n) = self.flapping_openings
+            && n < 2
+        {
+            return Err(format!("`flappingOpenings` must be at least 2, not {n}"));
+        }
+        if self.flapping_window_ms < 1_000 {
+            return Err(format!(
+                "`flappingWindowMs` must be at least 1000, not {}",
+                self.flapping_window_ms
+            ));
+        }
+        if let Some(ms) = self.escalate_after_ms
+            && ms < 1_000
+        {
+            return Err(format!("`escalateAfterMs` must be at least 1000, not {ms}"));
+        }
+        Ok(())
+    }
+}
+
+/// The rule an alert comes from (its JSON name is the rule's field name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Rule {
+    /// See [`AlertRules::circuit_open`].
+    CircuitOpen,
+    /// See [`AlertRules::forced`].
+    Forced,
+    /// See [`AlertRules::failure_rate_warning`].
+    FailureRateWarning,
+    /// See [`AlertRules::slow_call_rate_warning`].
+    SlowCallRateWarning,
+    /// See [`AlertRules::circuits_open`] (its alert's circuit is `*`).
+    CircuitsOpen,
+    /// See [`AlertRules::probe_failing`] (its alert's circuit is the probe's name).
+    ProbeFailing,
+    /// See [`AlertRules::probe_slow`].
+    ProbeSlow,
+    /// See [`AlertRules::flapping_openings`].
+    Flapping,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_field() {
+        assert_eq!(AlertRules::default().validate(), Ok(()));
+        let bad = |f: fn(&mut AlertRules)| {
+            let mut r = AlertRules::default();
+            f(&mut r);
+            r.validate().unwrap_err()
+        };
+        assert!(bad(|r| r.failure_rate_warning = Some(0.0)).contains("failureRateWarning"));
+        assert!(bad(|r| r.failure_rate_warning = Some(1.5)).contains("failureRateWarning"));
+        assert!(bad(|r| r.slow_call_rate_warning = Some(f64::NAN)).contains("slowCallRateWarning"));
+        assert!(bad(|r| r.circuits_open = Some(1)).contains("circuitsOpen"));
+        assert!(bad(|r| r.flapping_openings = Some(1)).contains("flappingOpenings"));
+        assert!(bad(|r| r.flapping_window_ms = 10).contains("flappingWindowMs"));
+        assert!(bad(|r| r.escalate_after_ms = Some(5)).contains("escalateAfterMs"));
+        let mut r = AlertRules::default();
+        r.failure_rate_warning = Some(1.0);
+        r.circuits_open = None;
+        r.escalate_after_ms = None;
+        assert_eq!(r.validate(), Ok(()));
+    }
+}
