@@ -484,3 +484,78 @@ fn the_fallback_service_and_future_say_what_they_are() {
     let future = tower::Service::call(&mut svc, Request::new(axum::body::Body::empty()));
     assert!(format!("{future:?}").contains("ResponseFuture"));
 }
+
+#[tokio::test]
+async fn the_fallback_tells_its_strategy_what_failed_and_counts_each_strategy() {
+    // A refusal: the strategy sees the circuit; the fixed answer is counted as fixed.
+    let cb = CircuitBreaker::new("api", Config::default());
+    cb.force_open();
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let s = seen.clone();
+    let fallback = FallbackLayer::new().function(move |_, failure| {
+        *s.lock().unwrap() = format!(
+            "{}|{:?}|{failure}|{failure:?}",
+            failure.circuit_open().map_or("", |o| o.name()),
+            failure.status()
+        );
+        http::Response::new(bytes::Bytes::from_static(b"from the function"))
+    });
+    let stats = fallback.stats();
+    let app = Router::new()
+        .route("/r", answering(200))
+        .route_layer(CircuitBreakerLayer::new(cb.clone()).for_axum())
+        .layer(fallback.for_axum());
+    let (status, body) = text(&app, "/r").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "from the function")
+    );
+    let told = seen.lock().unwrap().clone();
+    let (circuit, rest) = told.split_once('|').unwrap();
+    assert_eq!(circuit, "api");
+    assert!(rest.starts_with("Some(503)"), "{told}");
+    assert!(told.contains("api") && told.contains("Failure"), "{told}");
+    assert_eq!((stats.uses("function"), stats.uses("fixed")), (1, 0));
+
+    // A failed response: its status; a fixed answer counted as fixed.
+    let fallback = FallbackLayer::new()
+        .on_failed_responses()
+        .fixed(http::Response::new("[]"));
+    let stats = fallback.stats();
+    let app = Router::new()
+        .route("/e", answering(502))
+        .layer(fallback.for_axum());
+    let (status, body) = text(&app, "/e").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "[]"));
+    assert_eq!(
+        (stats.uses("fixed"), stats.uses("function"), stats.total()),
+        (1, 0, 1)
+    );
+    let app = Router::new().route("/e", answering(502)).layer(
+        FallbackLayer::new()
+            .on_failed_responses()
+            .function(describe)
+            .for_axum(),
+    );
+    let (_, body) = text(&app, "/e").await;
+    assert_eq!(body, "failed_response|");
+}
+
+#[tokio::test]
+async fn a_replaying_fallback_asks_its_inner_service_to_be_ready() {
+    let broken = tower::service_fn(|_req: Request<axum::body::Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(axum::body::Body::empty()))
+    });
+    let svc = FallbackLayer::new()
+        .replay_bodies(1024)
+        .on_errors()
+        .function(describe)
+        .layer(NeverReady(broken));
+    let res = svc
+        .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(body.contains("the connection pool is closed"), "{body}");
+}
