@@ -634,9 +634,9 @@ async fn alerts(
                 Ok(s) => filter.status = Some(s),
                 Err(_) => return bad("firing, acknowledged or resolved"),
             },
-            "severity" => match serde_json::from_value(quoted) {
+            "severity" => match serde_json::from_value(Value::String(value.to_uppercase())) {
                 Ok(s) => filter.severity = Some(s),
-                Err(_) => return bad("low, medium, high or critical"),
+                Err(_) => return bad("LOW, MEDIUM, HIGH or CRITICAL"),
             },
             "circuit" => filter.circuit = Some(value.clone()),
             _ => {

@@ -70,7 +70,7 @@ impl WebhookFormat {
                 json!({
                     "text": format!(
                         "{icon} [{}] {} ({event})",
-                        alert.severity.as_str().to_uppercase(),
+                        alert.severity.as_str(),
                         alert.message
                     )
                 })

@@ -646,7 +646,7 @@ async fn events_alerts_and_the_live_stream() {
     let alerts = api.get("/v1/alerts").await;
     let alert = &alerts.json["alerts"][0];
     assert_eq!(alert["circuit"], "db");
-    assert_eq!(alert["severity"], "critical");
+    assert_eq!(alert["severity"], "CRITICAL");
     assert_eq!(alert["status"], "firing");
     let id = alert["id"].as_u64().unwrap();
 

@@ -111,7 +111,7 @@ async fn alerts_are_posted_when_they_fire_and_when_they_resolve() {
     assert_eq!(path, "/hook");
     assert_eq!(body["event"], "fired");
     assert_eq!(body["alert"]["circuit"], "db");
-    assert_eq!(body["alert"]["severity"], "high");
+    assert_eq!(body["alert"]["severity"], "HIGH");
     assert_eq!(body["alert"]["status"], "firing");
     assert_eq!(body["alert"]["rule"], "circuitOpen");
     let id = body["alert"]["id"].clone();

@@ -28,9 +28,9 @@ pub const MAX_ALERTS: usize = 1_000;
 /// How often a watching book looks at the breakers and probes, besides on every event.
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
 
-/// How urgent an alert is.
+/// How urgent an alert is (in JSON `LOW`, `MEDIUM`, `HIGH`, `CRITICAL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
     /// An operator's own doing (a forced state).
     Low,
@@ -43,13 +43,13 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// The lower-case name.
+    /// The name, as in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
+            Severity::Low => "LOW",
+            Severity::Medium => "MEDIUM",
+            Severity::High => "HIGH",
+            Severity::Critical => "CRITICAL",
         }
     }
 
