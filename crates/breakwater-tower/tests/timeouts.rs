@@ -559,3 +559,34 @@ async fn a_replaying_fallback_asks_its_inner_service_to_be_ready() {
     let body = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(body.contains("the connection pool is closed"), "{body}");
 }
+
+#[tokio::test]
+async fn failures_no_strategy_answers_are_counted_apart() {
+    // A stale cache with nothing in it cannot answer: the failure goes out as it is, counted.
+    let fallback = FallbackLayer::new()
+        .on_failed_responses()
+        .stale_if_error(StaleCache::new());
+    let stats = fallback.stats();
+    let app = Router::new()
+        .route("/e", answering(502))
+        .layer(fallback.for_axum());
+    for _ in 0..2 {
+        assert_eq!(text(&app, "/e").await.0, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!((stats.unanswered(), stats.total()), (2, 0));
+
+    let fallback = FallbackLayer::new()
+        .on_failed_responses()
+        .fixed(http::Response::new("[]"));
+    let stats = fallback.stats();
+    let app = Router::new()
+        .route("/e", answering(502))
+        .layer(fallback.for_axum());
+    for _ in 0..2 {
+        assert_eq!(text(&app, "/e").await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        (stats.unanswered(), stats.total(), stats.uses("fixed")),
+        (0, 2, 2)
+    );
+}
