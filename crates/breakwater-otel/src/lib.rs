@@ -31,7 +31,7 @@
 //! | `resilience.circuit_breaker.slow_call_ratio` | gauge 0..1, absent while unknown | `1` | `circuit_breaker.name` |
 //! | `resilience.circuit_breaker.failure_ratio_threshold`, `….slow_call_ratio_threshold` | gauge 0..1, absent while the policy is off | `1` | `circuit_breaker.name` |
 //! | `resilience.circuit_breaker.buffered_calls` | gauge | `{call}` | `circuit_breaker.name` |
-//! | `resilience.circuit_breaker.call.duration` | histogram (buckets: [`DURATION_BUCKETS`](breakwater_core::DURATION_BUCKETS)) | `s` | `circuit_breaker.name` |
+//! | `resilience.circuit_breaker.call.duration` | histogram (buckets: [`breakwater_core::DURATION_BUCKETS`]) | `s` | `circuit_breaker.name` |
 //! | `resilience.fallback.invocations` | counter | `{invocation}` | `fallback.name`, `fallback.strategy` = `fixed`, `function`, `stale`, `backup`, `none` |
 //! | `resilience.probe.results` | counter | `{run}` | `probe.name`, `probe.result` = `ok`, `slow`, `failed` |
 //! | `resilience.probe.duration` | gauge: the latest run's latency | `s` | `probe.name` |
