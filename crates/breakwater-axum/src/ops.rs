@@ -109,8 +109,8 @@ impl OpsApi {
     }
 
     /// Tells `notifier` of every alert change (a [`WebhookNotifier`](crate::webhook::WebhookNotifier),
-    /// or your own). Alerts are then kept up to date by a task on the tokio runtime that builds
-    /// the router, so a change is told when it happens.
+    /// or your own). Alerts are kept up to date by a task on the tokio runtime that builds the
+    /// router, so a change is told when it happens.
     pub fn notifier(mut self, notifier: Arc<dyn crate::alerts::Notifier>) -> Self {
         self.notifiers.push(notifier);
         self
@@ -169,13 +169,13 @@ impl OpsApi {
             exposition.register_collector(Box::new(self.fallbacks));
         }
         let book = AlertBook::new(&health);
-        if !self.notifiers.is_empty() {
-            for n in self.notifiers {
-                book.add_notifier(n);
-            }
-            if tokio::runtime::Handle::try_current().is_ok() {
-                book.watch();
-            }
+        for n in self.notifiers {
+            book.add_notifier(n);
+        }
+        // On a tokio runtime the rules are evaluated as things happen (and the `tracing`
+        // notifier speaks then); without one, whenever alerts are read.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            book.watch();
         }
         let state: Shared = Arc::new(Ops {
             alerts: book,

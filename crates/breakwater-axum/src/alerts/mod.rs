@@ -5,8 +5,8 @@
 //! webhook, Slack, PagerDuty: [`crate::webhook`]) as they change.
 //!
 //! Evaluation never touches a call's path: it reads events and snapshots, when the alerts are
-//! read and, once [`AlertBook::watch`] runs (the ops router starts it when it has notifiers),
-//! on every event and every second. Every change is also a `tracing` event on target
+//! read and, once [`AlertBook::watch`] runs (the ops router starts it on the tokio runtime it
+//! is built on), on every event and every second. Every change is also a `tracing` event on target
 //! `breakwater::alerts` (warn when an alert fires or escalates, info otherwise).
 
 mod rules;
@@ -427,8 +427,8 @@ impl AlertBook {
         self.evaluate_locked(&mut book);
     }
 
-    /// Keeps the book up to date in a task on the current tokio runtime (on every event, and
-    /// every [`EVALUATE_EVERY`]), so that notifiers hear of a change when it happens and
+    /// Keeps the book up to date in a task on the current tokio runtime (on every transition,
+    /// and every [`EVALUATE_EVERY`]), so that notifiers hear of a change when it happens and
     /// escalations come on time. The task ends once every clone of this book is gone.
     pub fn watch(&self) -> tokio::task::JoinHandle<()> {
         let wake = self.registry.subscribe_with_capacity(64);
@@ -439,12 +439,15 @@ impl AlertBook {
             let mut tick = tokio::time::interval(EVALUATE_EVERY);
             loop {
                 tokio::select! {
-                    event = wake.recv() => {
-                        if event.is_none() {
-                            return;
+                    event = wake.recv() => match event {
+                        None => return,
+                        // Only transitions change what the rules see at once (refusals, one
+                        // per refused call, wait for the tick).
+                        Some(e) if !matches!(e.kind, EventKind::StateTransition { .. }) => {
+                            continue;
                         }
-                        while wake.try_recv().is_some() {}
-                    }
+                        Some(_) => while wake.try_recv().is_some() {},
+                    },
                     _ = tick.tick() => {}
                 }
                 let Some(inner) = inner.upgrade() else { return };
