@@ -590,3 +590,129 @@ async fn failures_no_strategy_answers_are_counted_apart() {
         (0, 2, 2)
     );
 }
+
+#[tokio::test]
+async fn an_error_the_fallback_does_not_take_is_answered_and_counted() {
+    let fallback = FallbackLayer::new().fixed(http::Response::new("[]"));
+    let stats = fallback.stats();
+    let failing = tower::service_fn(|_req: Request<axum::body::Body>| async {
+        Err::<http::Response<axum::body::Body>, tower::BoxError>("reset by peer".into())
+    });
+    let res = fallback
+        .layer(failing)
+        .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "without on_errors");
+    assert_eq!((stats.unanswered(), stats.total()), (1, 0));
+}
+
+/// A backup service that answers `status`, or fails with a chained error when `status` is 0.
+fn backup(
+    status: u16,
+) -> impl tower::Service<
+    Request<http_body_util::Full<bytes::Bytes>>,
+    Response = http::Response<http_body_util::Full<bytes::Bytes>>,
+    Error = tower::BoxError,
+    Future = impl Send,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::service_fn(
+        move |_req: Request<http_body_util::Full<bytes::Bytes>>| async move {
+            if status == 0 {
+                let cause = std::io::Error::other("connection refused");
+                let err: tower::BoxError = Box::new(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    Chained("backup unreachable", cause),
+                ));
+                return Err(err);
+            }
+            let mut res =
+                http::Response::new(http_body_util::Full::new(bytes::Bytes::from("backup")));
+            *res.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok(res)
+        },
+    )
+}
+
+/// An error with a source, to see the whole chain reported.
+#[derive(Debug)]
+struct Chained(&'static str, std::io::Error);
+
+impl std::fmt::Display for Chained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Chained {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.1)
+    }
+}
+
+async fn through_backup(status: u16, method: http::Method) -> (StatusCode, String, String) {
+    let app = Router::new()
+        .route(
+            "/e",
+            answering(503).post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "primary") }),
+        )
+        .layer(
+            FallbackLayer::new()
+                .on_failed_responses()
+                .stale_if_error(StaleCache::new())
+                .backup(backup(status))
+                .for_axum(),
+        );
+    let res = app
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri("/e")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = res.status();
+    let skipped = res
+        .headers()
+        .get(breakwater_tower::fallback::X_FALLBACK_SKIPPED)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, skipped, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn a_backups_failed_answer_is_not_taken_and_says_why() {
+    let (status, skipped, body) = through_backup(200, http::Method::GET).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "backup"));
+    // The backup answered 500, a failure by the classifier: the primary's own answer goes out,
+    // and the header says why neither strategy answered.
+    let (status, skipped_500, body) = through_backup(500, http::Method::GET).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "upstream")
+    );
+    assert!(
+        skipped_500.contains("backup: it answered 500"),
+        "{skipped_500}"
+    );
+    assert!(
+        skipped_500.contains("stale: nothing fresh"),
+        "{skipped_500}"
+    );
+    let _ = skipped;
+    // The backup failed: its error, with its causes.
+    let (_, skipped, _) = through_backup(0, http::Method::GET).await;
+    assert!(
+        skipped.contains("backup: backup unreachable: connection refused"),
+        "{skipped}"
+    );
+    // A POST has no cache key: the stale cache is not even asked, so it says nothing.
+    let (_, skipped, _) = through_backup(500, http::Method::POST).await;
+    assert!(!skipped.contains("stale"), "{skipped}");
+}
