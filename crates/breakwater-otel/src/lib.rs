@@ -237,45 +237,36 @@ fn register_breakers(registry: &Registry, meter: &Meter) {
         })
         .build();
 
-    type Rate = fn(&breakwater_core::Snapshot) -> Option<f64>;
-    for (name, description, rate) in [
+    // Gauges 0..1 read from a snapshot, absent while `None` (a rate unknown, a policy off).
+    type Ratio = fn(&breakwater_core::Snapshot) -> Option<f64>;
+    for (name, description, ratio) in [
         (
             "resilience.circuit_breaker.failure_ratio",
             "The window's failure rate, 0..1 (absent while fewer than the minimum calls).",
-            (|s: &breakwater_core::Snapshot| s.failure_rate) as Rate,
+            (|s: &breakwater_core::Snapshot| s.failure_rate) as Ratio,
         ),
         (
             "resilience.circuit_breaker.slow_call_ratio",
             "The window's slow-call rate, 0..1 (absent while fewer than the minimum calls).",
-            |s: &breakwater_core::Snapshot| s.slow_call_rate,
+            |s| s.slow_call_rate,
         ),
-    ] {
-        let r = registry.clone();
-        meter
-            .f64_observable_gauge(name)
-            .with_description(description)
-            .with_unit("1")
-            .with_callback(move |obs| {
-                for b in r.breakers() {
-                    if let Some(v) = rate(&b.snapshot()) {
-                        obs.observe(v, &[name_attr(&b)]);
-                    }
-                }
-            })
-            .build();
-    }
-
-    type Threshold = fn(&breakwater_core::Snapshot) -> Option<f32>;
-    for (name, description, threshold) in [
         (
             "resilience.circuit_breaker.failure_ratio_threshold",
             "The failure rate that trips, 0..1 (absent while that policy is off).",
-            (|s: &breakwater_core::Snapshot| s.config.failure_rate_threshold) as Threshold,
+            |s| {
+                s.config
+                    .failure_rate_threshold
+                    .map(|p| f64::from(p) / 100.0)
+            },
         ),
         (
             "resilience.circuit_breaker.slow_call_ratio_threshold",
             "The slow-call rate that trips, 0..1 (absent while that policy is off).",
-            |s: &breakwater_core::Snapshot| s.config.slow_call_rate_threshold,
+            |s| {
+                s.config
+                    .slow_call_rate_threshold
+                    .map(|p| f64::from(p) / 100.0)
+            },
         ),
     ] {
         let r = registry.clone();
@@ -285,8 +276,8 @@ fn register_breakers(registry: &Registry, meter: &Meter) {
             .with_unit("1")
             .with_callback(move |obs| {
                 for b in r.breakers() {
-                    if let Some(percent) = threshold(&b.snapshot()) {
-                        obs.observe(f64::from(percent) / 100.0, &[name_attr(&b)]);
+                    if let Some(v) = ratio(&b.snapshot()) {
+                        obs.observe(v, &[name_attr(&b)]);
                     }
                 }
             })
