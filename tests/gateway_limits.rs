@@ -537,3 +537,125 @@ fn flags_override_the_environment_and_bad_values_name_the_flag() {
     assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(a, b, "a fresh random token each time");
 }
+
+#[tokio::test]
+async fn http2_clients_are_told_the_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let gw = gateway(&up, gateway::Options::default()).await;
+    // HTTP/2 with prior knowledge: the preface and an empty SETTINGS frame; the server answers
+    // with its own SETTINGS first.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.unwrap();
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    assert_eq!(head[3], 0x4, "a SETTINGS frame");
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    let settings: std::collections::HashMap<u16, u32> = payload
+        .chunks(6)
+        .map(|c| {
+            (
+                u16::from_be_bytes([c[0], c[1]]),
+                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+            )
+        })
+        .collect();
+    // SETTINGS_MAX_CONCURRENT_STREAMS (0x3) and SETTINGS_MAX_HEADER_LIST_SIZE (0x6).
+    assert_eq!(settings.get(&0x3), Some(&256), "{settings:?}");
+    assert_eq!(settings.get(&0x6), Some(&(64 << 10)), "{settings:?}");
+    drop(s);
+    gw.shut_down().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_gateway_after_the_request_in_flight() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // An upstream that holds each request until the test lets it go.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (g, h) = (gate.clone(), hits.clone());
+    let app = Router::new().fallback(any(move |req: axum::extract::Request| {
+        let (g, h) = (g.clone(), h.clone());
+        async move {
+            if req.uri().path() != "/" {
+                h.fetch_add(1, Ordering::SeqCst);
+                let _ = g.acquire().await;
+            }
+            (StatusCode::OK, "[1,2,3]")
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // The example's own binary (built by `cargo test` beside this test).
+    let exe = std::env::current_exe().unwrap();
+    let gateway_bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("gateway"))
+        .unwrap();
+    let mut child = Command::new(&gateway_bin)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{up_addr}"),
+            "--upstream-timeout-ms",
+            "10000",
+        ])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", gateway_bin.display()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // "Breakwater gateway on http://127.0.0.1:PORT, in front of …"
+    let first = lines.next().unwrap().unwrap();
+    let addr: SocketAddr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let in_flight = tokio::spawn(async move {
+        send(
+            &client(),
+            Method::GET,
+            format!("http://{addr}/api/items/1"),
+            Body::empty(),
+        )
+        .await
+    });
+    while hits.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // It says so, and stops accepting, while the request in flight waits for its answer.
+    let said = tokio::task::spawn_blocking(move || {
+        lines
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("shutting down"))
+    })
+    .await
+    .unwrap();
+    assert!(said.is_some(), "the gateway announced its shutdown");
+    gate.add_permits(1);
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "finished, not cut");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
