@@ -162,9 +162,11 @@ fn a_failure_rate_at_half_its_threshold_warns_while_closed_and_only_once_known()
     );
     assert!(a[0].message.contains("may open soon"), "{}", a[0].message);
     // With the warning at 70 % of the threshold (35 %), 30 % is under it: the alert clears.
-    let mut rules = AlertRules::default();
-    rules.failure_rate_warning = Some(0.7);
-    book.set_rules(rules).unwrap();
+    book.set_rules(AlertRules {
+        failure_rate_warning: Some(0.7),
+        ..AlertRules::default()
+    })
+    .unwrap();
     assert!(
         active(&book).is_empty(),
         "30 % is under 70 % of 50 %: cleared"
@@ -246,9 +248,11 @@ async fn a_failing_probe_and_a_slow_one_alert() {
 #[test]
 fn an_alert_nobody_acknowledges_escalates_and_an_acknowledged_one_does_not() {
     let (registry, clock, _health, book, told) = setup();
-    let mut rules = AlertRules::default();
-    rules.escalate_after_ms = Some(60_000);
-    book.set_rules(rules).unwrap();
+    book.set_rules(AlertRules {
+        escalate_after_ms: Some(60_000),
+        ..AlertRules::default()
+    })
+    .unwrap();
     let a = registry.breaker_with("a", trips_at(1));
     let b = registry.breaker_with("b", trips_at(1));
     a.force_open();

@@ -130,10 +130,12 @@ mod tests {
         assert!(bad(|r| r.flapping_openings = Some(1)).contains("flappingOpenings"));
         assert!(bad(|r| r.flapping_window_ms = 10).contains("flappingWindowMs"));
         assert!(bad(|r| r.escalate_after_ms = Some(5)).contains("escalateAfterMs"));
-        let mut r = AlertRules::default();
-        r.failure_rate_warning = Some(1.0);
-        r.circuits_open = None;
-        r.escalate_after_ms = None;
+        let r = AlertRules {
+            failure_rate_warning: Some(1.0),
+            circuits_open: None,
+            escalate_after_ms: None,
+            ..AlertRules::default()
+        };
         assert_eq!(r.validate(), Ok(()));
     }
 }
