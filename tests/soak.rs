@@ -233,12 +233,66 @@ async fn drive(
     }
 }
 
+/// The gateway's own time for each refused answer: tower-http's `on_response` event (from the
+/// request reaching the router to its response head), for status 503.
+#[derive(Clone, Default)]
+struct ServerSide(Arc<Mutex<Vec<Duration>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ServerSide {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        #[derive(Default)]
+        struct Fields {
+            status: Option<u64>,
+            latency_us: Option<u64>,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+                if field.name() == "status" {
+                    self.status = u64::try_from(value).ok();
+                }
+            }
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "status" {
+                    self.status = Some(value);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "latency" {
+                    // "123 μs"
+                    let shown = format!("{value:?}");
+                    self.latency_us = shown.split(' ').next().and_then(|n| n.parse().ok());
+                }
+            }
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        if let (Some(503), Some(us)) = (f.status, f.latency_us) {
+            self.0.lock().unwrap().push(Duration::from_micros(us));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_holds_under_faults() {
     let secs: u64 = std::env::var("BREAKWATER_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
+    // Only tower-http's per-response events are listened to (the breakers' own stay off).
+    let server_side = ServerSide::default();
+    {
+        use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+        let only = tracing_subscriber::filter::Targets::new()
+            .with_target("tower_http::trace::on_response", tracing::Level::DEBUG);
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(server_side.clone().with_filter(only)),
+        )
+        .expect("the only subscriber of this test binary");
+    }
     let registry_slot = Arc::new(Mutex::new(None));
     let up = Upstream::start(registry_slot.clone()).await;
     let tasks_before = tokio::runtime::Handle::current()
@@ -357,6 +411,12 @@ async fn the_gateway_holds_under_faults() {
         .get((refused.len() as f64 * 0.99) as usize)
         .copied()
         .unwrap_or_default();
+    let mut served = server_side.0.lock().unwrap().clone();
+    served.sort();
+    let served_p99 = served
+        .get((served.len() as f64 * 0.99) as usize)
+        .copied()
+        .unwrap_or_default();
     let opens: u64 = gw
         .registry
         .snapshots()
@@ -386,11 +446,13 @@ async fn the_gateway_holds_under_faults() {
     println!(
         "soak: {answered} requests in {elapsed:.1?} ({:.0}/s), {faults} fault phases, {opens} \
          circuit openings, answers {statuses:?}, 0 connection errors, 0 invariants violated; \
-         RSS {} MiB after warm-up, peak {} MiB; refused p99 {p99:?} ({} refused); tasks {tasks_before} \
-         before, {tasks_after} after",
+         RSS {} MiB after warm-up, peak {} MiB; refused p99 {p99:?} as the clients see it ({} \
+         refused), {served_p99:?} in the gateway ({} timed); tasks {tasks_before} before, \
+         {tasks_after} after",
         answered as f64 / elapsed.as_secs_f64(),
         rss_warm >> 20,
         rss_peak >> 20,
         refused.len(),
+        served.len(),
     );
 }

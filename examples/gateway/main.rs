@@ -59,7 +59,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tower_http::LatencyUnit;
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 
 pub(crate) use options::Options;
 pub(crate) use serve::Limits;
@@ -351,6 +352,11 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     let api = api.layer(
         TraceLayer::new_for_http()
             .make_span_with(request_span)
+            .on_response(
+                DefaultOnResponse::new()
+                    .level(tracing::Level::DEBUG)
+                    .latency_unit(LatencyUnit::Micros),
+            )
             .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
     );
     let mut app = Router::new().nest("/api", api);
