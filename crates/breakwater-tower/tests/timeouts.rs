@@ -720,3 +720,46 @@ async fn a_backups_failed_answer_is_not_taken_and_says_why() {
     let (_, skipped, _) = through_backup(500, http::Method::POST).await;
     assert!(!skipped.contains("stale"), "{skipped}");
 }
+
+/// A body that knows from its size hint alone that it is empty (it has not said it ended).
+struct SizedEmpty;
+
+impl http_body::Body for SizedEmpty {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(0)
+    }
+}
+
+#[tokio::test]
+async fn a_body_known_empty_by_its_size_is_replayed_to_the_backup() {
+    let primary = tower::service_fn(|_req: Request<SizedEmpty>| async {
+        let mut res = http::Response::new(http_body_util::Full::new(bytes::Bytes::from("primary")));
+        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        Ok::<_, std::convert::Infallible>(res)
+    });
+    let svc = FallbackLayer::new()
+        .on_failed_responses()
+        .backup(backup(200))
+        .layer(primary);
+    let res = svc
+        .oneshot(Request::get("/e").body(SizedEmpty).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&bytes[..], b"backup");
+}
