@@ -559,6 +559,8 @@ async fn a_replaying_fallback_asks_its_inner_service_to_be_ready() {
         .oneshot(Request::get("/").body(axum::body::Body::empty()).unwrap())
         .await
         .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "the function answered");
+    assert_eq!(res.headers()["x-fallback"], "function");
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     let body = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(body.contains("the connection pool is closed"), "{body}");
