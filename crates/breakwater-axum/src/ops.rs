@@ -699,18 +699,27 @@ async fn acknowledge_alert(
     Name(id): Name,
     JsonOrEmpty(body): JsonOrEmpty,
 ) -> Response {
+    alert_action(&id, body, "acknowledged", |id, note| {
+        ops.alerts.acknowledge(id, note)
+    })
+}
+
+/// An operator's action on alert `id` (with an optional note): 404 for an unknown id, an audit
+/// event, the alert as it now is.
+fn alert_action(
+    id: &str,
+    body: Option<Value>,
+    done: &str,
+    act: impl FnOnce(u64, Option<String>) -> Option<crate::alerts::Alert>,
+) -> Response {
     let note = match note_of(body) {
         Ok(n) => n,
         Err(e) => return e.into_response(),
     };
-    let Some(alert) = id
-        .parse()
-        .ok()
-        .and_then(|id| ops.alerts.acknowledge(id, note))
-    else {
+    let Some(alert) = id.parse().ok().and_then(|id| act(id, note)) else {
         return ApiError::not_found(format!("no alert with id `{id}`")).into_response();
     };
-    tracing::info!(target: "breakwater::audit", alert = alert.id, circuit = %alert.circuit, "alert acknowledged");
+    tracing::info!(target: "breakwater::audit", alert = alert.id, circuit = %alert.circuit, "alert {done}");
     json_response(StatusCode::OK, &alert)
 }
 
@@ -811,15 +820,9 @@ async fn resolve_alert(
     Name(id): Name,
     JsonOrEmpty(body): JsonOrEmpty,
 ) -> Response {
-    let note = match note_of(body) {
-        Ok(n) => n,
-        Err(e) => return e.into_response(),
-    };
-    let Some(alert) = id.parse().ok().and_then(|id| ops.alerts.resolve(id, note)) else {
-        return ApiError::not_found(format!("no alert with id `{id}`")).into_response();
-    };
-    tracing::info!(target: "breakwater::audit", alert = alert.id, circuit = %alert.circuit, "alert resolved");
-    json_response(StatusCode::OK, &alert)
+    alert_action(&id, body, "resolved", |id, note| {
+        ops.alerts.resolve(id, note)
+    })
 }
 
 async fn probe_config(
