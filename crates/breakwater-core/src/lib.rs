@@ -59,6 +59,7 @@ pub mod clock;
 pub mod config;
 mod error;
 pub mod event;
+pub mod fleet;
 mod policy;
 mod registry;
 mod snapshot;
@@ -68,7 +69,7 @@ mod sync;
 mod window;
 
 pub use backoff::WaitInOpen;
-pub use breaker::{CircuitBreaker, Outcome, OwnedPermit, Permit};
+pub use breaker::{CircuitBreaker, Outcome, OutcomeTotals, OwnedPermit, Permit};
 pub use clock::{Clock, ClockHandle, ManualClock, SystemClock};
 pub use config::{
     Config, ConfigBuilder, ConfigError, ConfigView, HealthMode, SlidingWindow, WindowType,

@@ -143,6 +143,8 @@ pub enum Trigger {
     Probe,
     /// An operator or the program asked for it.
     Manual,
+    /// Another replica's state, adopted through a shared [`StateStore`](crate::fleet::StateStore).
+    Fleet,
 }
 
 impl Trigger {
@@ -155,6 +157,7 @@ impl Trigger {
             Trigger::Timer => "timer",
             Trigger::Probe => "probe",
             Trigger::Manual => "manual",
+            Trigger::Fleet => "fleet",
         }
     }
 }

@@ -76,6 +76,8 @@ pub(super) struct Control {
     pub(super) open_attempts: u32,
     /// Transitions by (from, to, trigger), since creation or the last reset.
     pub(super) transitions: Vec<TransitionCount>,
+    /// The newest fleet epoch seen ([`CircuitBreaker::adopt`](super::CircuitBreaker::adopt)).
+    pub(super) fleet_epoch: u64,
 }
 
 pub(crate) struct Inner {
@@ -122,6 +124,7 @@ impl Inner {
                 config,
                 open_attempts: 0,
                 transitions: Vec::new(),
+                fleet_epoch: 0,
             }),
             created_at,
             me: me.clone(),

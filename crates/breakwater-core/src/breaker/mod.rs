@@ -1,10 +1,12 @@
 //! The circuit breaker: its public handle. The parts live beside it: [`inner`] (the shared
 //! state, transitions and recording), [`half_open`] (the probes' accounting), [`timing`] (how
-//! calls are timed), [`permit`] (permits and outcomes) and [`snapshot`] (the serde view).
+//! calls are timed), [`permit`] (permits and outcomes), [`snapshot`] (the serde view) and
+//! [`shared`] (what a fleet of replicas shares).
 
 mod half_open;
 mod inner;
 mod permit;
+mod shared;
 mod snapshot;
 mod timing;
 mod trace;
@@ -16,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use permit::{Outcome, OwnedPermit, Permit};
+pub use shared::OutcomeTotals;
 
 use crate::clock::{ClockHandle, saturating_nanos};
 use crate::config::{Config, ConfigError};
