@@ -9,6 +9,7 @@
 //! | [`tower`] | `http` | `CircuitBreakerLayer` for HTTP and gRPC clients and servers, `ResultBreakerLayer`, `FallbackLayer`; with `axum`, health |
 //! | [`ops`] | `axum` | the ops API: an axum `Router` with metrics, state and config changes, events, alerts, probes, Prometheus text |
 //! | [`otel`] | `otel` | OpenTelemetry instruments for a registry, its fallbacks and probes (`BreakerMetrics`) |
+//! | [`fleet`], [`redis`] | `redis` | breaker states shared across replicas (`Fleet`) through Redis (`RedisStore`) |
 //!
 //! Where to start: [`CircuitBreaker`] for the engine; [`tower::circuit_breaker`] for the
 //! layers (an axum server: `.for_axum()` on each layer; a client: the layer as it is);
@@ -41,6 +42,8 @@
 //! - `axum`: `CircuitOpen` answers as an axum response; keys by matched route; health checks
 //!   and probes (`tower::health`); the ops API ([`ops`]).
 //! - `otel`: OpenTelemetry instruments ([`otel`]); you bring the SDK and the exporter.
+//! - `redis`: breaker states shared by the replicas of a service through Redis ([`redis`],
+//!   driven by [`fleet::Fleet`]); nothing is added to a call's path.
 //! - `full`: everything.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -61,6 +64,10 @@ pub use breakwater_axum as ops;
 #[cfg(feature = "otel")]
 #[doc(inline)]
 pub use breakwater_otel as otel;
+
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use breakwater_redis as redis;
 
 /// The README's code, compiled and run as doctests.
 #[cfg(all(doctest, feature = "full"))]
