@@ -326,11 +326,20 @@ mod tests {
     fn records_and_messages_parse_and_refuse_garbage() {
         let s = parse_message("17|OPEN|1700000030000|a-1|api:GET /x|y").unwrap();
         assert_eq!(&*s.circuit, "api:GET /x|y");
-        assert_eq!((s.epoch, s.state, s.open_until), (17, State::Open, Some(1_700_000_030_000)));
+        assert_eq!(
+            (s.epoch, s.state, s.open_until),
+            (17, State::Open, Some(1_700_000_030_000))
+        );
         assert_eq!(&*s.replica, "a-1");
         let c = parse_record("18|CLOSED|0|b", "db".into()).unwrap();
         assert_eq!((c.state, c.open_until), (State::Closed, None));
-        for bad in ["", "x|OPEN|0|a|c", "1|AJAR|0|a|c", "1|OPEN|-3|a|c", "1|OPEN|0|a"] {
+        for bad in [
+            "",
+            "x|OPEN|0|a|c",
+            "1|AJAR|0|a|c",
+            "1|OPEN|-3|a|c",
+            "1|OPEN|0|a",
+        ] {
             assert!(parse_message(bad).is_none(), "{bad}");
         }
     }

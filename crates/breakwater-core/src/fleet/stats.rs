@@ -26,6 +26,8 @@ struct Inner {
     dropped: AtomicU64,
     flushes: AtomicU64,
     last_error: Mutex<Option<String>>,
+    #[cfg(feature = "tokio")]
+    health: tokio::sync::watch::Sender<bool>,
 }
 
 /// The serde view of [`StoreStats`] (camelCase).
@@ -79,6 +81,8 @@ impl StoreStats {
                 dropped: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
                 last_error: Mutex::new(None),
+                #[cfg(feature = "tokio")]
+                health: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -115,17 +119,35 @@ impl StoreStats {
             reconnects: n(&i.reconnects),
             dropped: n(&i.dropped),
             window_flushes: n(&i.flushes),
-            last_error: i.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            last_error: i
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
-
 }
 
-/// What the fleet's tasks count.
+/// What the fleet's tasks count, and who hears of it.
 #[cfg(feature = "tokio")]
 impl StoreStats {
+    /// Tells of each change of [`is_healthy`](StoreStats::is_healthy).
+    pub fn health_changes(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.health.subscribe()
+    }
+
+    fn tell_health(&self) {
+        let healthy = self.is_healthy();
+        self.inner.health.send_if_modified(|h| {
+            let changed = *h != healthy;
+            *h = healthy;
+            changed
+        });
+    }
+
     pub(crate) fn set_connected(&self, on: bool) {
         self.inner.connected.store(on, Ordering::Release);
+        self.tell_health();
     }
 
     /// A store call failed.
@@ -137,6 +159,7 @@ impl StoreStats {
         }
         i.failing.store(true, Ordering::Release);
         *i.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+        self.tell_health();
     }
 
     /// A store call succeeded.
@@ -144,6 +167,7 @@ impl StoreStats {
         let i = &*self.inner;
         if i.failing.swap(false, Ordering::AcqRel) {
             *i.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            self.tell_health();
         }
     }
 

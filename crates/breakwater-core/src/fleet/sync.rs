@@ -7,7 +7,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::stats::Counter;
-use super::{FleetMessage, FleetState, OutcomeTotals, StateChange, StateStore, StoreError, StoreStats, WindowDelta};
+use super::{
+    FleetMessage, FleetState, OutcomeTotals, StateChange, StateStore, StoreError, StoreStats,
+    WindowDelta,
+};
 use crate::clock::Clock;
 use crate::config::ConfigError;
 use crate::event::{EventKind, Subscription};
@@ -92,7 +95,10 @@ impl FleetBuilder {
         if self.quorum == Some(0) {
             return Err(ConfigError::new("quorum", "must be at least 1"));
         }
-        if self.shared_window.is_some_and(|w| w < Duration::from_secs(1)) {
+        if self
+            .shared_window
+            .is_some_and(|w| w < Duration::from_secs(1))
+        {
             return Err(ConfigError::new("shared_window", "must be at least 1 s"));
         }
         if self.flush_interval.is_zero() {
@@ -378,7 +384,8 @@ impl Writer {
             self.lost = lost;
             for breaker in self.shared.registry.breakers() {
                 if breaker.state() != State::Closed {
-                    self.pending.insert(breaker.shared_name().clone(), Trigger::Manual);
+                    self.pending
+                        .insert(breaker.shared_name().clone(), Trigger::Manual);
                 }
             }
         }
@@ -425,7 +432,10 @@ impl Writer {
         }
         let shared = self.shared.clone();
         let now = shared.registry.clock().epoch_millis();
-        let Some(fleet) = shared.call(shared.store.add_window(deltas, window, now)).await else {
+        let Some(fleet) = shared
+            .call(shared.store.add_window(deltas, window, now))
+            .await
+        else {
             return;
         };
         shared.stats.count(Counter::Flushes, 1);
@@ -460,4 +470,3 @@ fn judge(config: &crate::Config, t: OutcomeTotals) -> Option<Trigger> {
     }
     None
 }
-
