@@ -24,8 +24,14 @@
 //!
 //! Logs go to the console (`RUST_LOG`, default `info`): every breaker transition and alert
 //! shows as it happens. With `--alert-webhook URL` alerts are also posted there as they fire
-//! and resolve (`--alert-format generic|slack|pagerduty`). With `OTEL_EXPORTER_OTLP_ENDPOINT` set, metrics and request traces are pushed over
-//! OTLP/HTTP (`telemetry.rs`).
+//! and resolve (`--alert-format generic|slack|pagerduty`). With `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! set, metrics and request traces are pushed over OTLP/HTTP (`telemetry.rs`).
+//!
+//! With `--redis URL` the replicas of the gateway share their breakers: a trip, a reset or a
+//! forced state on one reaches the others through Redis (keys under `--redis-namespace`,
+//! this replica named by `--replica-id`), read before the gateway serves; `--redis-quorum K`
+//! and `--redis-shared-window-s S` switch on the quorum and the shared window. With Redis
+//! down each replica goes on alone, and `/health` warns (`redis:store`).
 #![allow(dead_code)]
 
 #[path = "options.rs"]
@@ -47,7 +53,9 @@ use axum::extract::{Request, State as AxState};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use breakwater::fleet::Fleet;
 use breakwater::ops::{ApiError, OpsApi};
+use breakwater::redis::RedisStore;
 use breakwater::tower::fallback::{FallbackLayer, StaleCache};
 use breakwater::tower::health::{HealthLayer, HealthRegistry, Probe};
 use breakwater::tower::{CircuitBreakerLayer, MethodAndRoute};
@@ -152,6 +160,8 @@ pub(crate) struct Gateway {
     servers: Vec<JoinHandle<()>>,
     /// The OTLP metric export, when on.
     meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+    /// The breakers shared through Redis, when on (dropping it stops sharing).
+    pub(crate) fleet: Option<Fleet>,
 }
 
 impl Gateway {
@@ -328,6 +338,14 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         .health(health.clone())
         .fallback("gateway", fallback_stats.clone())
         .token(options.ops_token.clone());
+    // Shared breakers: the fleet's states are read before the listeners open.
+    let fleet = match &options.redis {
+        Some(shared) => Some(share(&registry, shared).await?),
+        None => None,
+    };
+    if let Some(fleet) = &fleet {
+        ops = ops.store(fleet.stats().clone());
+    }
     if let Some(t) = &options.ops_read_token {
         ops = ops.read_token(t.clone());
     }
@@ -424,7 +442,38 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         shutdown,
         servers,
         meters,
+        fleet,
     })
+}
+
+/// Shares the registry's breakers through Redis. A Redis that is down is no error: the
+/// gateway starts on its own state, and `/health` says so (`redis:store`, warn).
+async fn share(registry: &Registry, shared: &options::Shared) -> std::io::Result<Fleet> {
+    let invalid = |e: breakwater::ConfigError| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--redis: {e}"))
+    };
+    let store = RedisStore::builder(shared.url.clone())
+        .namespace(shared.namespace.clone())
+        .build()
+        .map_err(invalid)?;
+    let mut fleet = Fleet::builder(registry, Arc::new(store));
+    if let Some(id) = &shared.replica_id {
+        fleet = fleet.replica_id(id.clone());
+    }
+    if let Some(k) = shared.quorum {
+        fleet = fleet.quorum(k);
+    }
+    if let Some(window) = shared.shared_window {
+        fleet = fleet.shared_window(window);
+    }
+    let fleet = fleet.start().await.map_err(invalid)?;
+    if !fleet.stats().is_healthy() {
+        eprintln!(
+            "Redis at {} is not answering: serving on local breaker state until it does",
+            shared.url
+        );
+    }
+    Ok(fleet)
 }
 
 /// The span of an API request: its method and path, and the fields the layers record.

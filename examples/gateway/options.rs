@@ -35,6 +35,27 @@ pub(crate) struct Options {
     /// Where alerts are posted, and in which shape (`--alert-webhook`, `--alert-format`,
     /// `--alert-routing-key`; `BREAKWATER_ALERT_WEBHOOK`, `…_FORMAT`, `…_ROUTING_KEY`).
     pub(crate) alert_webhook: Option<(Uri, breakwater::ops::webhook::WebhookFormat)>,
+    /// Breaker states shared with the other replicas through Redis (`--redis URL`,
+    /// `BREAKWATER_REDIS_URL`, and the flags below).
+    pub(crate) redis: Option<Shared>,
+}
+
+/// How the gateway shares its breakers with other replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Shared {
+    /// `--redis`: `redis://host:port/db`.
+    pub(crate) url: String,
+    /// `--redis-namespace` (`BREAKWATER_REDIS_NAMESPACE`; `breakwater`): the prefix of the
+    /// keys, one per service.
+    pub(crate) namespace: String,
+    /// `--replica-id` (`BREAKWATER_REPLICA_ID`; the host name and the process id).
+    pub(crate) replica_id: Option<String>,
+    /// `--redis-quorum K` (`BREAKWATER_REDIS_QUORUM`): a breaker's own trip opens the fleet
+    /// only once K replicas tripped.
+    pub(crate) quorum: Option<u32>,
+    /// `--redis-shared-window-s S` (`BREAKWATER_REDIS_SHARED_WINDOW_S`): also judge the
+    /// rates over every replica's calls of the last S seconds.
+    pub(crate) shared_window: Option<Duration>,
 }
 
 /// Where and how metrics and traces are exported over OTLP, from OpenTelemetry's standard
@@ -102,6 +123,7 @@ impl Default for Options {
             max_body_bytes: 10 << 20,
             otel: None,
             alert_webhook: None,
+            redis: None,
         }
     }
 }
@@ -109,7 +131,8 @@ impl Default for Options {
 const USAGE: &str = "usage: gateway [--listen ADDR] [--ops-listen ADDR] [--upstream URL] \
 [--ops-token T] [--ops-read-token T] [--upstream-timeout-ms MS] [--header-timeout-ms MS] \
 [--max-connections N] [--max-body-bytes N] [--alert-webhook URL] \
-[--alert-format generic|slack|pagerduty] [--alert-routing-key KEY]";
+[--alert-format generic|slack|pagerduty] [--alert-routing-key KEY] [--redis URL] \
+[--redis-namespace NS] [--replica-id ID] [--redis-quorum K] [--redis-shared-window-s S]";
 
 impl Options {
     /// From the command line and the environment (a flag wins), with the defaults.
@@ -138,6 +161,14 @@ impl Options {
             ("--alert-webhook", "BREAKWATER_ALERT_WEBHOOK"),
             ("--alert-format", "BREAKWATER_ALERT_FORMAT"),
             ("--alert-routing-key", "BREAKWATER_ALERT_ROUTING_KEY"),
+            ("--redis", "BREAKWATER_REDIS_URL"),
+            ("--redis-namespace", "BREAKWATER_REDIS_NAMESPACE"),
+            ("--replica-id", "BREAKWATER_REPLICA_ID"),
+            ("--redis-quorum", "BREAKWATER_REDIS_QUORUM"),
+            (
+                "--redis-shared-window-s",
+                "BREAKWATER_REDIS_SHARED_WINDOW_S",
+            ),
         ];
         let mut values: Vec<Option<String>> = known.iter().map(|(_, var)| env(var)).collect();
         let mut args = args.into_iter();
@@ -200,6 +231,33 @@ impl Options {
             value("--alert-format"),
             value("--alert-routing-key"),
         )?;
+        o.redis = match value("--redis") {
+            Some(url) => Some(Shared {
+                url,
+                namespace: value("--redis-namespace")
+                    .unwrap_or_else(|| breakwater::redis::DEFAULT_NAMESPACE.into()),
+                replica_id: value("--replica-id"),
+                quorum: value("--redis-quorum")
+                    .map(|v| positive("--redis-quorum", &v).map(|k| k.min(u32::MAX.into()) as u32))
+                    .transpose()?,
+                shared_window: value("--redis-shared-window-s")
+                    .map(|v| positive("--redis-shared-window-s", &v).map(Duration::from_secs))
+                    .transpose()?,
+            }),
+            None => {
+                for flag in [
+                    "--redis-namespace",
+                    "--replica-id",
+                    "--redis-quorum",
+                    "--redis-shared-window-s",
+                ] {
+                    if value(flag).is_some() {
+                        return Err(format!("{flag} needs --redis"));
+                    }
+                }
+                None
+            }
+        };
         Ok(o)
     }
 }

@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use breakwater_core::fleet::{StoreStats, StoreStatsView};
 use breakwater_core::{CircuitBreaker, Clock, Registry, Snapshot, State};
 use breakwater_tower::health::{HealthRegistry, HealthReport, health_response};
 use futures_util::Stream;
@@ -67,6 +68,7 @@ pub struct OpsApi {
     read_token: Option<String>,
     body_limit: usize,
     fallbacks: crate::prometheus::FallbackCollector,
+    stores: Vec<StoreStats>,
     notifiers: Vec<Arc<dyn crate::alerts::Notifier>>,
 }
 
@@ -90,6 +92,7 @@ struct Ops {
     token: Option<Vec<u8>>,
     read_token: Option<Vec<u8>>,
     alerts: AlertBook,
+    stores: Vec<StoreStats>,
 }
 
 type Shared = Arc<Ops>;
@@ -104,8 +107,17 @@ impl OpsApi {
             read_token: None,
             body_limit: DEFAULT_BODY_LIMIT,
             fallbacks: crate::prometheus::FallbackCollector::new(),
+            stores: Vec::new(),
             notifiers: Vec::new(),
         }
+    }
+
+    /// Reports a fleet's state store ([`Fleet::stats`](breakwater_core::fleet::Fleet::stats)):
+    /// its `<kind>:store` health check ([`HealthRegistry::add_store`]), its counters under
+    /// `stores` in the metrics JSON, and `resilience_state_store_*` on `/metrics`.
+    pub fn store(mut self, stats: StoreStats) -> Self {
+        self.stores.push(stats);
+        self
     }
 
     /// Tells `notifier` of every alert change (a [`WebhookNotifier`](crate::webhook::WebhookNotifier),
@@ -168,6 +180,14 @@ impl OpsApi {
         if !self.fallbacks.is_empty() {
             exposition.register_collector(Box::new(self.fallbacks));
         }
+        if !self.stores.is_empty() {
+            exposition.register_collector(Box::new(crate::prometheus::StoreCollector::new(
+                self.stores.clone(),
+            )));
+        }
+        for store in &self.stores {
+            health.add_store(store);
+        }
         let book = AlertBook::new(&health);
         for n in self.notifiers {
             book.add_notifier(n);
@@ -184,6 +204,7 @@ impl OpsApi {
             metrics: exposition,
             token: self.token.map(String::into_bytes),
             read_token: self.read_token.map(String::into_bytes),
+            stores: self.stores,
         });
         let reads = Router::new()
             .route("/v1/circuit-breaker/metrics", get(metrics))
@@ -511,6 +532,9 @@ struct MetricsAnswer {
     timestamp: u64,
     circuits: BTreeMap<String, CircuitMetrics>,
     summary: Summary,
+    /// The fleet's state stores, when breakers are shared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stores: Vec<StoreStatsView>,
 }
 
 /// The metrics document of the contract, for every breaker of `registry`.
@@ -546,11 +570,14 @@ fn metrics_answer(registry: &Registry) -> MetricsAnswer {
         timestamp: registry.clock().epoch_millis(),
         circuits,
         summary,
+        stores: Vec::new(),
     }
 }
 
 async fn metrics(AxState(ops): AxState<Shared>) -> Response {
-    json_response(StatusCode::OK, &metrics_answer(&ops.registry))
+    let mut answer = metrics_answer(&ops.registry);
+    answer.stores = ops.stores.iter().map(StoreStats::view).collect();
+    json_response(StatusCode::OK, &answer)
 }
 
 async fn circuit(AxState(ops): AxState<Shared>, Name(name): Name) -> Response {

@@ -25,7 +25,21 @@
 //! | `resilience_probe_results_total` | counter | `probe_name`, `probe_result` = `ok`, `slow`, `failed` |
 //! | `resilience_probe_duration_seconds` | gauge: the latest run's latency | `probe_name` |
 //! | `resilience_fallback_invocations_total` | counter | `fallback_name`, `fallback_strategy` = `fixed`, `function`, `stale`, `backup`, `none` |
+//!
+//! With breakers shared across replicas, the state store's counters ([`StoreCollector`]), each
+//! labelled `store` (`redis`) and `replica`:
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `resilience_state_store_up` | gauge 0/1 | subscribed and answering |
+//! | `resilience_state_store_errors_total` | counter | failed store calls (timeouts included) |
+//! | `resilience_state_store_timeouts_total` | counter | store calls that did not answer in time |
+//! | `resilience_state_store_reconnects_total` | counter | subscriptions made again |
+//! | `resilience_state_store_published_total` | counter | local transitions published |
+//! | `resilience_state_store_adopted_total` | counter | other replicas' states adopted |
+//! | `resilience_state_store_dropped_events_total` | counter | local events lost to a full queue |
 
+use breakwater_core::fleet::{StoreStats, StoreStatsView};
 use breakwater_core::{DURATION_BUCKETS, Registry, Snapshot, State};
 use breakwater_tower::fallback::FallbackStats;
 use breakwater_tower::health::HealthRegistry;
@@ -333,6 +347,72 @@ impl Collector for FallbackCollector {
                     ("fallback_strategy", strategy),
                 ];
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `prometheus-client` collector reading fleets' state-store counters at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct StoreCollector {
+    stores: Vec<StoreStats>,
+}
+
+impl StoreCollector {
+    /// A collector over these stores' counters.
+    pub fn new(stores: Vec<StoreStats>) -> Self {
+        Self { stores }
+    }
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let views: Vec<_> = self.stores.iter().map(StoreStats::view).collect();
+        let mut family = encoder.encode_descriptor(
+            "resilience_state_store_up",
+            "1 while the state store is subscribed and answering, 0 while replicas use local state.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for v in &views {
+            let labels = [("store", v.store), ("replica", v.replica.as_str())];
+            ConstGauge::new(i64::from(v.healthy)).encode(family.encode_family(&labels)?)?;
+        }
+        let counters: [(&str, &str, fn(&StoreStatsView) -> u64); 6] = [
+            (
+                "errors",
+                "Failed state-store calls, timeouts included.",
+                |v| v.errors,
+            ),
+            (
+                "timeouts",
+                "State-store calls that did not answer in time.",
+                |v| v.timeouts,
+            ),
+            (
+                "reconnects",
+                "State-store subscriptions made again after one was lost.",
+                |v| v.reconnects,
+            ),
+            (
+                "published",
+                "Local transitions published to the fleet.",
+                |v| v.published,
+            ),
+            ("adopted", "Other replicas' states adopted.", |v| v.adopted),
+            (
+                "dropped_events",
+                "Local events lost to a full queue.",
+                |v| v.dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let name = format!("resilience_state_store_{name}");
+            let mut family = encoder.encode_descriptor(&name, help, None, MetricType::Counter)?;
+            for v in &views {
+                let labels = [("store", v.store), ("replica", v.replica.as_str())];
+                ConstCounter::new(value(v)).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())

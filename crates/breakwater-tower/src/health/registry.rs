@@ -12,6 +12,8 @@ type CheckFn = dyn Fn() -> CheckResult + Send + Sync;
 
 struct Custom {
     name: String,
+    /// `custom`, or `store` for a fleet's state store.
+    kind: &'static str,
     critical: bool,
     check: Arc<CheckFn>,
 }
@@ -106,11 +108,62 @@ impl HealthRegistry {
         critical: bool,
         check: impl Fn() -> CheckResult + Send + Sync + 'static,
     ) {
+        self.push_check(name.into(), "custom", critical, Arc::new(check));
+    }
+
+    fn push_check(&self, name: String, kind: &'static str, critical: bool, check: Arc<CheckFn>) {
         write(&self.inner.checks).push(Custom {
-            name: name.into(),
+            name,
+            kind,
             critical,
-            check: Arc::new(check),
+            check,
         });
+    }
+
+    /// Adds the check of a fleet's state store, `<kind>:store` (e.g. `redis:store`),
+    /// non-critical: `pass` while the store answers, `warn` with its latest error while it
+    /// does not (the breakers then go on with their own states). Adding the same check again
+    /// changes nothing.
+    ///
+    /// ```
+    /// use breakwater::Registry;
+    /// use breakwater::fleet::StoreStats;
+    /// use breakwater::tower::health::{HealthRegistry, Status};
+    ///
+    /// let health = HealthRegistry::new(&Registry::new());
+    /// health.add_store(&StoreStats::new("redis", "replica-1"));
+    /// let report = health.report();
+    /// assert_eq!(report.status, Status::Warn); // never connected
+    /// assert_eq!(health.readiness().status, Status::Pass); // not critical
+    /// assert!(report.checks.contains_key("redis:store"));
+    /// ```
+    pub fn add_store(&self, stats: &breakwater_core::fleet::StoreStats) {
+        let name = stats.kind().to_owned();
+        if read(&self.inner.checks)
+            .iter()
+            .any(|c| c.kind == "store" && c.name == name)
+        {
+            return;
+        }
+        let stats = stats.clone();
+        let check = move || {
+            let view = stats.view();
+            let observed = serde_json::json!({
+                "replica": view.replica,
+                "connected": view.connected,
+                "errors": view.errors,
+            });
+            let result = if view.healthy {
+                CheckResult::pass()
+            } else {
+                let why = view
+                    .last_error
+                    .unwrap_or_else(|| "not connected".to_owned());
+                CheckResult::warn(format!("{}: {why}; breakers use local state", view.store))
+            };
+            result.with_observed(observed, None)
+        };
+        self.push_check(name, "store", false, Arc::new(check));
     }
 
     /// Adds `probe` (replacing one of the same name) and starts it; needs a tokio runtime.
@@ -244,18 +297,18 @@ impl HealthRegistry {
                 },
             );
         }
-        let checks: Vec<(String, bool, Arc<CheckFn>)> = read(&self.inner.checks)
+        let checks: Vec<(String, &'static str, bool, Arc<CheckFn>)> = read(&self.inner.checks)
             .iter()
-            .map(|c| (c.name.clone(), c.critical, c.check.clone()))
+            .map(|c| (c.name.clone(), c.kind, c.critical, c.check.clone()))
             .collect();
-        for (name, critical, check) in checks {
+        for (name, kind, critical, check) in checks {
             if critical_only && !critical {
                 continue;
             }
             report.add(
-                format!("{name}:custom"),
+                format!("{name}:{kind}"),
                 CheckEntry {
-                    component_type: "custom",
+                    component_type: kind,
                     critical,
                     result: check(),
                     time: now.clone(),

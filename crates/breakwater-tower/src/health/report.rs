@@ -106,7 +106,7 @@ impl CheckResult {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckEntry {
-    /// `circuitBreaker`, `probe`, `custom` or `system`.
+    /// `circuitBreaker`, `probe`, `custom`, `store` or `system`.
     pub component_type: &'static str,
     /// Whether this check can fail readiness.
     pub critical: bool,
@@ -123,7 +123,8 @@ pub struct HealthReport {
     /// The overall status: `fail` only when a critical check fails, otherwise the worst of the
     /// checks with a non-critical failure counting as `warn`.
     pub status: Status,
-    /// The checks, by `<name>:circuitBreaker`, `<name>:probe`, `<name>:custom`, and `uptime`.
+    /// The checks, by `<name>:circuitBreaker`, `<name>:probe`, `<name>:custom`, `<kind>:store`
+    /// and `uptime`.
     pub checks: BTreeMap<String, Vec<CheckEntry>>,
 }
 
