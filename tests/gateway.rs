@@ -469,3 +469,45 @@ fn alert_flags_are_checked() {
         assert!(err.contains(names), "{err}");
     }
 }
+
+#[test]
+fn redis_flags_are_checked() {
+    let parse =
+        |args: &[&str]| gateway::Options::parse(args.iter().map(|a| (*a).to_owned()), |_| None);
+    let on = parse(&[
+        "--redis",
+        "redis://127.0.0.1:6379/",
+        "--replica-id",
+        "gw-1",
+        "--redis-quorum",
+        "2",
+        "--redis-shared-window-s",
+        "30",
+    ])
+    .unwrap()
+    .redis
+    .unwrap();
+    assert_eq!(on.namespace, "breakwater");
+    assert_eq!(on.replica_id.as_deref(), Some("gw-1"));
+    assert_eq!(on.quorum, Some(2));
+    assert_eq!(on.shared_window, Some(std::time::Duration::from_secs(30)));
+    let env = gateway::Options::parse(Vec::<String>::new(), |k| {
+        (k == "BREAKWATER_REDIS_URL").then(|| "redis://10.0.0.1/".to_owned())
+    })
+    .unwrap();
+    assert_eq!(env.redis.unwrap().url, "redis://10.0.0.1/");
+    for (args, names) in [
+        (vec!["--replica-id", "x"], "--replica-id needs --redis"),
+        (
+            vec!["--redis", "redis://h/", "--redis-quorum", "0"],
+            "--redis-quorum",
+        ),
+        (
+            vec!["--redis", "redis://h/", "--redis-shared-window-s", "x"],
+            "--redis-shared-window-s",
+        ),
+    ] {
+        let err = parse(&args).unwrap_err();
+        assert!(err.contains(names), "{err}");
+    }
+}

@@ -410,3 +410,54 @@ fn with_opentelemetry_and_a_tracing_subscriber_the_paths_allocate_nothing() {
     let exported = exporter.get_finished_metrics().unwrap();
     assert!(!exported.is_empty());
 }
+
+#[path = "../crates/breakwater-redis/tests/support/server.rs"]
+mod redis_server;
+
+#[test]
+fn closed_path_with_breakers_shared_through_redis_allocates_nothing() {
+    use breakwater::fleet::Fleet;
+    use breakwater::redis::RedisStore;
+    let Some(redis) = redis_server::RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = breakwater::Registry::new();
+    let cb = registry.breaker_with("shared", config());
+    let store = RedisStore::builder(redis.url()).build().unwrap();
+    let fleet = runtime.block_on(async {
+        Fleet::builder(&registry, std::sync::Arc::new(store))
+            .shared_window(Duration::from_secs(10))
+            .flush_interval(Duration::from_millis(5))
+            .start()
+            .await
+            .unwrap()
+    });
+    assert!(fleet.stats().is_healthy());
+    cb.try_acquire().unwrap().success();
+    // Calls on this thread while the fleet's tasks flush the shared window on another.
+    let (mut allocations, mut rounds) = (0, 0);
+    while fleet.stats().view().window_flushes < 3 && rounds < 10_000 {
+        allocations += allocations_during(|| {
+            for i in 0..10_000 {
+                let p = cb.try_acquire().unwrap();
+                if i % 50 == 0 {
+                    p.failure()
+                } else {
+                    p.success()
+                }
+            }
+        });
+        rounds += 1;
+    }
+    assert!(
+        fleet.stats().view().window_flushes >= 3,
+        "the window was flushed meanwhile"
+    );
+    assert_eq!(cb.state(), State::Closed);
+    assert_eq!(allocations, 0);
+}

@@ -153,6 +153,8 @@ struct Subscriber {
     lost: Arc<AtomicU64>,
     /// Only events of this breaker (compared by pointer), or all.
     only: Option<Arc<str>>,
+    /// Only state transitions.
+    transitions_only: bool,
 }
 
 /// Fans events out. Shared by the breakers of one registry.
@@ -210,6 +212,15 @@ impl EventHub {
     }
 
     pub(crate) fn subscribe(&self, only: Option<Arc<str>>, capacity: usize) -> Subscription {
+        self.subscribe_to(only, false, capacity)
+    }
+
+    pub(crate) fn subscribe_to(
+        &self,
+        only: Option<Arc<str>>,
+        transitions_only: bool,
+        capacity: usize,
+    ) -> Subscription {
         let (tx, rx) = async_channel::bounded(capacity.max(1));
         let lost = Arc::new(AtomicU64::new(0));
         let mut subs = self.subscribers.write().unwrap_or_else(|e| e.into_inner());
@@ -218,6 +229,7 @@ impl EventHub {
             tx,
             lost: lost.clone(),
             only,
+            transitions_only,
         });
         self.listeners
             .store(subs.len() + self.ring.is_some() as usize, Ordering::Relaxed);
@@ -249,6 +261,9 @@ impl EventHub {
             if let Some(only) = &sub.only
                 && !Arc::ptr_eq(only, &event.circuit)
             {
+                continue;
+            }
+            if sub.transitions_only && !matches!(event.kind, EventKind::StateTransition { .. }) {
                 continue;
             }
             match sub.tx.try_send(event.clone()) {

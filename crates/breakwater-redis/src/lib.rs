@@ -29,7 +29,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use std::sync::Arc;
+//! use std::sync::{Arc, OnceLock};
 //! use breakwater::Registry;
 //! use breakwater::fleet::Fleet;
 //! use breakwater::redis::RedisStore;
@@ -52,7 +52,7 @@
 mod scripts;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use breakwater_core::fleet::{
@@ -94,8 +94,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The store; nothing connects until it is used (a Redis that is down now is not an
-    /// error). Refuses a URL that is not one, an empty namespace or a zero timeout.
+    /// The store; nothing connects until it is used, on the fleet's tokio runtime (a Redis
+    /// that is down now is not an error). Refuses a URL that is not one, an empty namespace or a zero timeout.
     pub fn build(self) -> Result<RedisStore, ConfigError> {
         let client = Client::open(self.url.as_str())
             .map_err(|e| ConfigError::new("redis_url", format!("not a Redis URL: {e}")))?;
@@ -113,12 +113,11 @@ impl RedisStoreBuilder {
             .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| ConfigError::new("redis_url", e.to_string()))?;
         let ns = self.namespace;
         Ok(RedisStore {
             client,
-            conn,
+            config,
+            conn: OnceLock::new(),
             epoch_key: format!("{ns}:epoch"),
             states_key: format!("{ns}:states"),
             channel: format!("{ns}:events"),
@@ -134,7 +133,9 @@ impl RedisStoreBuilder {
 /// [`Fleet`](breakwater_core::fleet::Fleet). See the [crate docs](crate) for the keys.
 pub struct RedisStore {
     client: Client,
-    conn: ConnectionManager,
+    config: ConnectionManagerConfig,
+    /// Made on first use, on the runtime of the fleet's tasks.
+    conn: OnceLock<ConnectionManager>,
     namespace: String,
     epoch_key: String,
     states_key: String,
@@ -168,6 +169,17 @@ impl RedisStore {
         &self.namespace
     }
 
+    /// The connection manager (it reconnects by itself, with backoff).
+    fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(conn) = self.conn.get() {
+            return Ok(conn.clone());
+        }
+        let conn =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                .map_err(store_error)?;
+        Ok(self.conn.get_or_init(|| conn).clone())
+    }
+
     fn key(&self, kind: &str, circuit: &str) -> String {
         format!("{}:{kind}:{circuit}", self.namespace)
     }
@@ -198,7 +210,7 @@ impl StateStore for RedisStore {
 
     fn publish(&self, change: StateChange) -> StoreFuture<'_, Option<u64>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn()?;
             // `|` separates the fields of a record; a replica id cannot carry one.
             let replica = change.replica.replace('|', "_");
             let mut call = self.publish.prepare_invoke();
@@ -219,7 +231,7 @@ impl StateStore for RedisStore {
 
     fn load(&self) -> StoreFuture<'_, Vec<FleetState>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn()?;
             let all: Vec<(String, String)> = self
                 .bounded(
                     redis::cmd("HGETALL")
@@ -271,7 +283,7 @@ impl StateStore for RedisStore {
         now: u64,
     ) -> StoreFuture<'_, Vec<OutcomeTotals>> {
         Box::pin(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn()?;
             let mut call = self.window.prepare_invoke();
             call.arg(now).arg(window.as_millis() as u64);
             for d in &deltas {

@@ -119,7 +119,7 @@ impl FleetBuilder {
             timeout: self.timeout,
         });
         // Subscribed before the first read, so that no local transition falls between.
-        let events = shared.registry.subscribe_with_capacity(self.queue);
+        let events = shared.registry.subscribe_transitions(self.queue);
         let (synced_tx, synced_rx) = async_channel::bounded::<()>(1);
         let listener = tokio::spawn(listen(shared.clone(), synced_tx));
         let _ = tokio::time::timeout(self.timeout, synced_rx.recv()).await;
