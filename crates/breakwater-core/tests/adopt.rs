@@ -12,6 +12,7 @@ fn breaker() -> (CircuitBreaker, ManualClock) {
     let clock = ManualClock::with_epoch_millis(T0);
     let config = Config::builder()
         .consecutive_failures(2)
+        .permitted_calls_in_half_open(1)
         .wait_in_open(Duration::from_secs(30))
         .build()
         .unwrap();
