@@ -23,10 +23,10 @@ use http::{Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, Service};
 
-#[path = "support/mod.rs"]
-mod support;
 #[path = "../crates/breakwater-redis/tests/support/server.rs"]
 mod redis_server;
+#[path = "support/mod.rs"]
+mod support;
 
 fn drive<S, B>(svc: &mut S) -> bool
 where
@@ -75,8 +75,16 @@ struct Server {
 }
 
 impl Server {
-    fn fleet(&self, registry: &Registry, id: &str, tune: fn(FleetBuilder) -> FleetBuilder) -> Fleet {
-        let store = RedisStore::builder(self.url.clone()).namespace("bench").build().unwrap();
+    fn fleet(
+        &self,
+        registry: &Registry,
+        id: &str,
+        tune: fn(FleetBuilder) -> FleetBuilder,
+    ) -> Fleet {
+        let store = RedisStore::builder(self.url.clone())
+            .namespace("bench")
+            .build()
+            .unwrap();
         let builder = tune(Fleet::builder(registry, Arc::new(store)).replica_id(id));
         let fleet = self.runtime.block_on(builder.start()).unwrap();
         assert!(fleet.stats().is_healthy(), "Redis answers");
@@ -88,8 +96,16 @@ impl Server {
     fn commands(&self) -> (u64, u64) {
         self.runtime.block_on(async {
             let mut c = self.raw.get_multiplexed_async_connection().await.unwrap();
-            let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut c).await.unwrap();
-            let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let _: () = redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async(&mut c)
+                .await
+                .unwrap();
             let (mut all, mut scripts) = (0, 0);
             for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
                 let name = &line["cmdstat_".len()..line.find(':').unwrap()];
@@ -130,10 +146,12 @@ fn main() {
     let local = Registry::new();
     let shared = Registry::new();
     let _fleet = server.fleet(&shared, "hot", |b| {
-        b.shared_window(Duration::from_secs(10)).flush_interval(Duration::from_millis(100))
+        b.shared_window(Duration::from_secs(10))
+            .flush_interval(Duration::from_millis(100))
     });
     let mut bare = inner();
-    let mut layer = CircuitBreakerLayer::new(local.breaker_with("a", support::config())).layer(inner());
+    let mut layer =
+        CircuitBreakerLayer::new(local.breaker_with("a", support::config())).layer(inner());
     let mut layer_shared =
         CircuitBreakerLayer::new(shared.breaker_with("a", support::config())).layer(inner());
     support::interleaved(
@@ -148,7 +166,10 @@ fn main() {
 
     // From A's trip to B's refusal, 1,000 times (B's reset in between, waited for on A).
     let (a, b) = (Registry::new(), Registry::new());
-    let (ab, bb) = (a.breaker_with("db", trip_config()), b.breaker_with("db", trip_config()));
+    let (ab, bb) = (
+        a.breaker_with("db", trip_config()),
+        b.breaker_with("db", trip_config()),
+    );
     let _fa = server.fleet(&a, "a", |b| b);
     let _fb = server.fleet(&b, "b", |b| b);
     let (a_events, b_events) = (a.subscribe_transitions(16), b.subscribe_transitions(16));
@@ -192,7 +213,12 @@ fn main() {
     // Shared-window mode: two replicas with traffic on 20 breakers, flushing every second.
     let (c, d) = (Registry::new(), Registry::new());
     let breakers: Vec<_> = (0..20)
-        .flat_map(|i| [c.breaker_with(&format!("w{i}"), support::config()), d.breaker_with(&format!("w{i}"), support::config())])
+        .flat_map(|i| {
+            [
+                c.breaker_with(&format!("w{i}"), support::config()),
+                d.breaker_with(&format!("w{i}"), support::config()),
+            ]
+        })
         .collect();
     let window = |b: FleetBuilder| b.shared_window(Duration::from_secs(10));
     let _fc = server.fleet(&c, "c", window);

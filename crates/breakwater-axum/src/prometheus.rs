@@ -353,6 +353,9 @@ impl Collector for FallbackCollector {
     }
 }
 
+/// One counter of a store's view.
+type StoreCount = fn(&StoreStatsView) -> u64;
+
 /// A `prometheus-client` collector reading fleets' state-store counters at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct StoreCollector {
@@ -379,7 +382,7 @@ impl Collector for StoreCollector {
             let labels = [("store", v.store), ("replica", v.replica.as_str())];
             ConstGauge::new(i64::from(v.healthy)).encode(family.encode_family(&labels)?)?;
         }
-        let counters: [(&str, &str, fn(&StoreStatsView) -> u64); 6] = [
+        let counters: [(&str, &str, StoreCount); 6] = [
             (
                 "errors",
                 "Failed state-store calls, timeouts included.",
