@@ -150,6 +150,12 @@ impl StoreStats {
         self.tell_health();
     }
 
+    /// The subscription ended with `e`: one change of health, told with its cause.
+    pub(crate) fn disconnected(&self, e: &super::StoreError) {
+        self.inner.connected.store(false, Ordering::Release);
+        self.error(e);
+    }
+
     /// A store call failed.
     pub(crate) fn error(&self, e: &super::StoreError) {
         let i = &*self.inner;

@@ -290,11 +290,13 @@ async fn listen(shared: Arc<Shared>, synced: async_channel::Sender<()>) {
             }
         };
         let (result, ()) = tokio::join!(shared.store.listen(tx), consume);
-        shared.stats.set_connected(false);
         match result {
-            Ok(()) => return,
+            Ok(()) => {
+                shared.stats.set_connected(false);
+                return;
+            }
             Err(e) => {
-                shared.stats.error(&e);
+                shared.stats.disconnected(&e);
                 tracing::warn!(target: "breakwater", store = shared.stats.kind(), error = %e, "state store subscription lost");
             }
         }
