@@ -1,6 +1,6 @@
 //! Breakwater's circuit breakers shared across the replicas of a service through Redis, with
 //! nothing added to a call's path: [`RedisStore`] implements the engine's
-//! [`StateStore`](breakwater_core::fleet::StateStore), and
+//! [`StateStore`], and
 //! [`Fleet`](breakwater_core::fleet::Fleet) drives it from two background tasks.
 //!
 //! When a breaker opens on one replica, its open-until time and the next fleet-wide epoch are
