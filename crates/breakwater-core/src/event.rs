@@ -153,7 +153,7 @@ struct Subscriber {
     lost: Arc<AtomicU64>,
     /// Only events of this breaker (compared by pointer), or all.
     only: Option<Arc<str>>,
-    /// Only state transitions.
+    /// Only state transitions and resets.
     transitions_only: bool,
 }
 
@@ -263,7 +263,12 @@ impl EventHub {
             {
                 continue;
             }
-            if sub.transitions_only && !matches!(event.kind, EventKind::StateTransition { .. }) {
+            if sub.transitions_only
+                && !matches!(
+                    event.kind,
+                    EventKind::StateTransition { .. } | EventKind::Reset
+                )
+            {
                 continue;
             }
             match sub.tx.try_send(event.clone()) {

@@ -109,4 +109,23 @@ fn a_transitions_feed_hears_no_calls() {
         }
     ));
     assert!(std::iter::from_fn(|| all.try_recv()).count() > 1);
+    b.reset();
+    b.reset(); // from CLOSED: no transition, still a reset
+    let kinds: Vec<EventKind> = std::iter::from_fn(|| transitions.try_recv())
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        matches!(
+            kinds[..],
+            [
+                EventKind::StateTransition {
+                    to: State::Closed,
+                    ..
+                },
+                EventKind::Reset,
+                EventKind::Reset
+            ]
+        ),
+        "{kinds:?}"
+    );
 }

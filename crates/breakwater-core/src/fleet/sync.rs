@@ -331,13 +331,21 @@ impl Writer {
             tokio::select! {
                 event = self.events.recv() => {
                     let Some(event) = event else { return };
-                    if let EventKind::StateTransition { to, trigger, .. } = event.kind {
-                        if to == State::Closed {
+                    match event.kind {
+                        EventKind::StateTransition { to, trigger, .. } => {
+                            if to == State::Closed {
+                                self.closed_since.insert(event.circuit.clone(), event.at);
+                            }
+                            if trigger != Trigger::Fleet && to != State::HalfOpen {
+                                self.publish(event.circuit, trigger).await;
+                            }
+                        }
+                        // A reset in CLOSED moves nothing here, but closes the fleet.
+                        EventKind::Reset => {
                             self.closed_since.insert(event.circuit.clone(), event.at);
+                            self.publish(event.circuit, Trigger::Manual).await;
                         }
-                        if trigger != Trigger::Fleet && to != State::HalfOpen {
-                            self.publish(event.circuit, trigger).await;
-                        }
+                        _ => {}
                     }
                 }
                 _ = tick.tick() => self.flush().await,

@@ -342,9 +342,9 @@ impl Registry {
         self.inner.hub.subscribe(None, capacity)
     }
 
-    /// A live feed of the state transitions alone of every breaker in the registry, keeping at
-    /// most `capacity` unread: calls' events (failures, refusals, …) never reach it, so a
-    /// task that acts on transitions is not woken by traffic.
+    /// A live feed of the state transitions and resets alone of every breaker in the registry,
+    /// keeping at most `capacity` unread: calls' events (failures, refusals, …) never reach
+    /// it, so a task that acts on state changes is not woken by traffic.
     pub fn subscribe_transitions(&self, capacity: usize) -> Subscription {
         self.inner.hub.subscribe_to(None, true, capacity)
     }
