@@ -10,6 +10,7 @@
 //! | [`ops`] | `axum` | the ops API: an axum `Router` with metrics, state and config changes, events, alerts, probes, Prometheus text |
 //! | [`otel`] | `otel` | OpenTelemetry instruments for a registry, its fallbacks and probes (`BreakerMetrics`) |
 //! | [`fleet`], [`redis`] | `redis` | breaker states shared across replicas (`Fleet`) through Redis (`RedisStore`) |
+//! | [`history`] | `history` | per-minute history of breakers and probes, run-time changes kept across restarts (SQLite) |
 //!
 //! Where to start: [`CircuitBreaker`] for the engine; [`tower::circuit_breaker`] for the
 //! layers (an axum server: `.for_axum()` on each layer; a client: the layer as it is);
@@ -44,6 +45,8 @@
 //! - `otel`: OpenTelemetry instruments ([`otel`]); you bring the SDK and the exporter.
 //! - `redis`: breaker states shared by the replicas of a service through Redis ([`redis`],
 //!   driven by [`fleet::Fleet`]); nothing is added to a call's path.
+//! - `history`: per-minute history of breakers and probes for 24 h, and with a state dir all
+//!   of it plus operators' run-time changes in SQLite ([`history`]); with `axum`, its routes.
 //! - `full`: everything.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -68,6 +71,10 @@ pub use breakwater_otel as otel;
 #[cfg(feature = "redis")]
 #[doc(inline)]
 pub use breakwater_redis as redis;
+
+#[cfg(feature = "history")]
+#[doc(inline)]
+pub use breakwater_history as history;
 
 /// The README's code, compiled and run as doctests.
 #[cfg(all(doctest, feature = "full"))]

@@ -6,6 +6,8 @@
 pub mod alerts;
 pub mod config_patch;
 mod error;
+#[cfg(feature = "history")]
+mod history;
 mod ops;
 pub mod prometheus;
 pub mod webhook;

@@ -70,6 +70,8 @@ pub struct OpsApi {
     fallbacks: crate::prometheus::FallbackCollector,
     stores: Vec<StoreStats>,
     notifiers: Vec<Arc<dyn crate::alerts::Notifier>>,
+    #[cfg(feature = "history")]
+    history: Option<breakwater_history::History>,
 }
 
 impl std::fmt::Debug for OpsApi {
@@ -84,18 +86,20 @@ impl std::fmt::Debug for OpsApi {
     }
 }
 
-struct Ops {
-    registry: Registry,
-    health: HealthRegistry,
+pub(crate) struct Ops {
+    pub(crate) registry: Registry,
+    pub(crate) health: HealthRegistry,
     /// What `/metrics` serves: the breakers, the probes, the fallbacks.
     metrics: prometheus_client::registry::Registry,
     token: Option<Vec<u8>>,
     read_token: Option<Vec<u8>>,
-    alerts: AlertBook,
+    pub(crate) alerts: AlertBook,
     stores: Vec<StoreStats>,
+    #[cfg(feature = "history")]
+    pub(crate) history: Option<breakwater_history::History>,
 }
 
-type Shared = Arc<Ops>;
+pub(crate) type Shared = Arc<Ops>;
 
 impl OpsApi {
     /// The API over `registry`, its health from the registry's breakers alone, writes disabled.
@@ -109,7 +113,19 @@ impl OpsApi {
             fallbacks: crate::prometheus::FallbackCollector::new(),
             stores: Vec::new(),
             notifiers: Vec::new(),
+            #[cfg(feature = "history")]
+            history: None,
         }
+    }
+
+    /// Serves `history` (`GET /v1/circuit-breaker/{name}/history?hours=N`,
+    /// `GET /v1/probes/{name}/history?hours=N`), keeps in it every change made through the
+    /// API (configs, forced states, probe settings, alert rules) and every alert, and makes
+    /// the changes it kept (a previous run's) again when the router is built.
+    #[cfg(feature = "history")]
+    pub fn history(mut self, history: breakwater_history::History) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Reports a fleet's state store ([`Fleet::stats`](breakwater_core::fleet::Fleet::stats)):
@@ -205,7 +221,14 @@ impl OpsApi {
             token: self.token.map(String::into_bytes),
             read_token: self.read_token.map(String::into_bytes),
             stores: self.stores,
+            #[cfg(feature = "history")]
+            history: self.history,
         });
+        #[cfg(feature = "history")]
+        if let Some(history) = &state.history {
+            crate::history::restore(history, &state);
+            crate::history::keep_alerts(history, &state.alerts);
+        }
         let reads = Router::new()
             .route("/v1/circuit-breaker/metrics", get(metrics))
             .route("/v1/circuit-breaker/events", get(events))
@@ -215,8 +238,16 @@ impl OpsApi {
             .route("/v1/alerts", get(alerts))
             .route("/v1/alerts/rules", get(alert_rules))
             .route("/v1/probes", get(probes))
-            .route("/v1/probes/{name}", get(probe))
-            .route_layer(middleware::from_fn_with_state(state.clone(), require_read));
+            .route("/v1/probes/{name}", get(probe));
+        #[cfg(feature = "history")]
+        let reads = reads
+            .route(
+                "/v1/circuit-breaker/{name}/history",
+                get(crate::history::breaker_history),
+            )
+            .route("/v1/probes/{name}/history", get(crate::history::probe_history));
+        let reads =
+            reads.route_layer(middleware::from_fn_with_state(state.clone(), require_read));
         let writes = Router::new()
             .route("/v1/circuit-breaker/reset", post(reset_all))
             .route("/v1/circuit-breaker/reset/{name}", post(reset))
@@ -232,6 +263,7 @@ impl OpsApi {
             .route("/v1/alerts/{id}/ack", post(acknowledge_alert))
             .route("/v1/alerts/rules", put(set_alert_rules))
             .route("/v1/probes/{name}/config", put(probe_config))
+            .route("/v1/probes/{name}/check", post(probe_check))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_write));
         let health = Router::new()
             .route("/v1/dashboard", get(dashboard))
@@ -283,7 +315,7 @@ async fn require_read(AxState(ops): AxState<Shared>, req: Request, next: Next) -
 // ----- helpers -----
 
 /// A path parameter, percent-decoded; an undecodable one is 400 `BAD_REQUEST` in JSON.
-struct Name(String);
+pub(crate) struct Name(pub(crate) String);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Name {
     type Rejection = ApiError;
@@ -299,7 +331,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Name {
     }
 }
 
-fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (
             status,
@@ -449,6 +481,8 @@ fn write_action(
         return e.into_response();
     }
     let current = breaker.state();
+    #[cfg(feature = "history")]
+    crate::history::keep_breaker(ops.history.as_ref(), &breaker, action);
     tracing::info!(
         target: "breakwater::audit",
         circuit = name,
@@ -696,6 +730,13 @@ async fn set_alert_rules(AxState(ops): AxState<Shared>, JsonObject(body): JsonOb
     if let Err(e) = ops.alerts.set_rules(rules) {
         return ApiError::invalid_config(e).into_response();
     }
+    #[cfg(feature = "history")]
+    crate::history::keep(
+        ops.history.as_ref(),
+        "alertRules",
+        "",
+        serde_json::to_value(ops.alerts.rules()).unwrap_or(Value::Null),
+    );
     tracing::info!(target: "breakwater::audit", "alert rules changed");
     json_response(StatusCode::OK, &ops.alerts.rules())
 }
@@ -887,8 +928,33 @@ async fn probe_config(
         Some(false) => probe.stop(),
         None => {}
     }
+    #[cfg(feature = "history")]
+    crate::history::keep(ops.history.as_ref(), "probeSettings", &name, {
+        let mut kept = serde_json::to_value(probe.settings()).unwrap_or(Value::Null);
+        if let (Some(m), Some(on)) = (kept.as_object_mut(), running) {
+            m.insert("running".into(), Value::Bool(on));
+        }
+        kept
+    });
     tracing::info!(target: "breakwater::audit", probe = %name, "probe settings changed");
     json_response(StatusCode::OK, &probe.view())
+}
+
+/// Runs the probe now (beside its schedule) and answers the run's result with the probe.
+async fn probe_check(
+    AxState(ops): AxState<Shared>,
+    Name(name): Name,
+    _body: JsonOrEmpty,
+) -> Response {
+    let Some(probe) = ops.health.probe(&name) else {
+        return ApiError::not_found(format!("no probe named `{name}`")).into_response();
+    };
+    let result = probe.run_once().await;
+    tracing::info!(target: "breakwater::audit", probe = %name, ok = result.ok, "probe run on request");
+    json_response(
+        StatusCode::OK,
+        &json!({ "result": result, "probe": probe.view() }),
+    )
 }
 
 // ----- fallbacks -----
