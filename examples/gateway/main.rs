@@ -32,6 +32,11 @@
 //! this replica named by `--replica-id`), read before the gateway serves; `--redis-quorum K`
 //! and `--redis-shared-window-s S` switch on the quorum and the shared window. With Redis
 //! down each replica goes on alone, and `/health` warns (`redis:store`).
+//!
+//! History per minute of every breaker and probe (`/v1/circuit-breaker/{name}/history`,
+//! `/v1/probes/{name}/history`) is kept for 24 h; with `--state-dir DIR` it is also written to
+//! SQLite there, with the transitions, the alerts and every change operators make through the
+//! ops API, all read back (the changes made again) at the next start.
 #![allow(dead_code)]
 
 #[path = "options.rs"]
@@ -54,6 +59,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use breakwater::fleet::Fleet;
+use breakwater::history::History;
 use breakwater::ops::{ApiError, OpsApi};
 use breakwater::redis::RedisStore;
 use breakwater::tower::fallback::{FallbackLayer, StaleCache};
@@ -162,6 +168,8 @@ pub(crate) struct Gateway {
     meters: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
     /// The breakers shared through Redis, when on (dropping it stops sharing).
     pub(crate) fleet: Option<Fleet>,
+    /// The breakers' and probes' history (in the state dir, when one is given).
+    pub(crate) history: History,
 }
 
 impl Gateway {
@@ -172,6 +180,8 @@ impl Gateway {
         for server in self.servers {
             let _ = server.await;
         }
+        // The minute so far, into the state dir, which is then free for the next start.
+        self.history.close().await;
         if let Some(meters) = self.meters {
             // A last export; the exporter blocks, so off the runtime's threads.
             let _ = tokio::task::spawn_blocking(move || meters.shutdown()).await;
@@ -346,6 +356,15 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     if let Some(fleet) = &fleet {
         ops = ops.store(fleet.stats().clone());
     }
+    // History: in memory, and with `--state-dir` kept across restarts with operators' changes
+    // (made again when the ops router is built below). An unusable dir is reported, not fatal.
+    let mut history = History::builder(&registry).probes(&health);
+    if let Some(dir) = &options.state_dir {
+        history = history.state_dir(dir);
+    }
+    let history = history.start().map_err(std::io::Error::other)?;
+    history.add_health_check(&health);
+    ops = ops.history(history.clone());
     if let Some(t) = &options.ops_read_token {
         ops = ops.read_token(t.clone());
     }
@@ -443,6 +462,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         servers,
         meters,
         fleet,
+        history,
     })
 }
 

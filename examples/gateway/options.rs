@@ -38,6 +38,9 @@ pub(crate) struct Options {
     /// Breaker states shared with the other replicas through Redis (`--redis URL`,
     /// `BREAKWATER_REDIS_URL`, and the flags below).
     pub(crate) redis: Option<Shared>,
+    /// Where history, alerts and run-time changes are kept across restarts (`--state-dir`,
+    /// `BREAKWATER_STATE_DIR`); without one, history is kept in memory only.
+    pub(crate) state_dir: Option<std::path::PathBuf>,
 }
 
 /// How the gateway shares its breakers with other replicas.
@@ -124,6 +127,7 @@ impl Default for Options {
             otel: None,
             alert_webhook: None,
             redis: None,
+            state_dir: None,
         }
     }
 }
@@ -132,7 +136,8 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--ops-listen ADDR] [--upstr
 [--ops-token T] [--ops-read-token T] [--upstream-timeout-ms MS] [--header-timeout-ms MS] \
 [--max-connections N] [--max-body-bytes N] [--alert-webhook URL] \
 [--alert-format generic|slack|pagerduty] [--alert-routing-key KEY] [--redis URL] \
-[--redis-namespace NS] [--replica-id ID] [--redis-quorum K] [--redis-shared-window-s S]";
+[--redis-namespace NS] [--replica-id ID] [--redis-quorum K] [--redis-shared-window-s S] \
+[--state-dir DIR]";
 
 impl Options {
     /// From the command line and the environment (a flag wins), with the defaults.
@@ -231,6 +236,7 @@ impl Options {
             value("--alert-format"),
             value("--alert-routing-key"),
         )?;
+        o.state_dir = value("--state-dir").map(std::path::PathBuf::from);
         o.redis = match value("--redis") {
             Some(url) => Some(Shared {
                 url,

@@ -70,9 +70,15 @@ pub(crate) fn keep_breaker(history: Option<&History>, breaker: &CircuitBreaker, 
     let Some(history) = history else { return };
     let (kind, value) = if action == "config" {
         let view = breaker.config().view();
-        ("breakerConfig", serde_json::to_value(view).unwrap_or(Value::Null))
+        (
+            "breakerConfig",
+            serde_json::to_value(view).unwrap_or(Value::Null),
+        )
     } else {
-        ("breakerState", Value::String(breaker.state().as_str().to_owned()))
+        (
+            "breakerState",
+            Value::String(breaker.state().as_str().to_owned()),
+        )
     };
     history.record_change(Change {
         kind: kind.into(),

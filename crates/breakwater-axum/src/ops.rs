@@ -245,9 +245,11 @@ impl OpsApi {
                 "/v1/circuit-breaker/{name}/history",
                 get(crate::history::breaker_history),
             )
-            .route("/v1/probes/{name}/history", get(crate::history::probe_history));
-        let reads =
-            reads.route_layer(middleware::from_fn_with_state(state.clone(), require_read));
+            .route(
+                "/v1/probes/{name}/history",
+                get(crate::history::probe_history),
+            );
+        let reads = reads.route_layer(middleware::from_fn_with_state(state.clone(), require_read));
         let writes = Router::new()
             .route("/v1/circuit-breaker/reset", post(reset_all))
             .route("/v1/circuit-breaker/reset/{name}", post(reset))

@@ -64,6 +64,8 @@ pub(crate) enum Write {
     },
     /// Answers once every write before it is done.
     Flush(tokio::sync::oneshot::Sender<()>),
+    /// Writes what came before, closes the file and answers; later writes are dropped.
+    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What a restart reads back.
@@ -91,7 +93,8 @@ pub(crate) type Status = Arc<Mutex<DbStatus>>;
 pub(crate) fn open(dir: &Path, since: u64) -> Result<(Connection, Loaded), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path: PathBuf = dir.join(FILE_NAME);
-    let conn = Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let conn =
+        Connection::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let setup = || -> rusqlite::Result<i64> {
         conn.busy_timeout(std::time::Duration::ZERO)?;
         // One process per state dir: a second one is refused (locked), never interleaved.
@@ -124,14 +127,19 @@ pub(crate) fn open(dir: &Path, since: u64) -> Result<(Connection, Loaded), Strin
 fn load(conn: &Connection, since: u64) -> rusqlite::Result<Loaded> {
     let since = since as i64;
     let mut loaded = Loaded::default();
-    let mut q = conn.prepare("SELECT kind, name, json FROM minutes WHERE minute >= ?1 ORDER BY minute")?;
+    let mut q =
+        conn.prepare("SELECT kind, name, json FROM minutes WHERE minute >= ?1 ORDER BY minute")?;
     loaded.minutes = q
         .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut q = conn.prepare("SELECT json FROM transitions WHERE at >= ?1 ORDER BY at")?;
-    loaded.transitions = q.query_map([since], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    loaded.transitions = q
+        .query_map([since], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut q = conn.prepare("SELECT json FROM alerts WHERE at >= ?1 ORDER BY at")?;
-    loaded.alerts = q.query_map([since], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    loaded.alerts = q
+        .query_map([since], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut q = conn.prepare("SELECT kind, name, json FROM changes ORDER BY at")?;
     loaded.changes = q
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -163,7 +171,7 @@ impl Writer {
         match self.tx.try_send(w) {
             Ok(()) => {}
             Err(TrySendError::Full(w)) => {
-                if let Write::Flush(done) = w {
+                if let Write::Flush(done) | Write::Close(done) = w {
                     let _ = done.send(());
                 }
                 lock(&self.status).dropped += 1;
@@ -178,6 +186,7 @@ fn lock(s: &Status) -> std::sync::MutexGuard<'_, DbStatus> {
 }
 
 fn write_all(mut conn: Connection, rx: Receiver<Write>, status: Status) {
+    let mut closing = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -193,14 +202,22 @@ fn write_all(mut conn: Connection, rx: Receiver<Write>, status: Status) {
             for w in batch {
                 n += 1;
                 match w {
-                    Write::Minute { kind, name, minute, json } => {
+                    Write::Minute {
+                        kind,
+                        name,
+                        minute,
+                        json,
+                    } => {
                         tx.execute(
                             "INSERT OR REPLACE INTO minutes (kind, name, minute, json) VALUES (?1, ?2, ?3, ?4)",
                             params![kind, name, minute as i64, json],
                         )?;
                     }
                     Write::Transition { at, json } => {
-                        tx.execute("INSERT INTO transitions (at, json) VALUES (?1, ?2)", params![at as i64, json])?;
+                        tx.execute(
+                            "INSERT INTO transitions (at, json) VALUES (?1, ?2)",
+                            params![at as i64, json],
+                        )?;
                     }
                     Write::Alert { key, at, json } => {
                         tx.execute(
@@ -208,7 +225,12 @@ fn write_all(mut conn: Connection, rx: Receiver<Write>, status: Status) {
                             params![key, at as i64, json],
                         )?;
                     }
-                    Write::Change { kind, name, at, json } => {
+                    Write::Change {
+                        kind,
+                        name,
+                        at,
+                        json,
+                    } => {
                         tx.execute(
                             "INSERT OR REPLACE INTO changes (kind, name, at, json) VALUES (?1, ?2, ?3, ?4)",
                             params![kind, name, at as i64, json],
@@ -223,6 +245,11 @@ fn write_all(mut conn: Connection, rx: Receiver<Write>, status: Status) {
                     Write::Flush(done) => {
                         n -= 1;
                         flushes.push(done);
+                    }
+                    Write::Close(done) => {
+                        n -= 1;
+                        closing = Some(done);
+                        break;
                     }
                 }
             }
@@ -244,6 +271,11 @@ fn write_all(mut conn: Connection, rx: Receiver<Write>, status: Status) {
         }
         for done in flushes {
             let _ = done.send(());
+        }
+        if let Some(done) = closing {
+            drop(conn);
+            let _ = done.send(());
+            return;
         }
     }
 }

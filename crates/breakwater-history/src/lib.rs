@@ -46,8 +46,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use db::{FILE_NAME, SCHEMA_VERSION};
-pub use minute::{KEPT_MS, MAX_LATENCIES, MINUTE_MS, Minute, ProbeMinute, RING_MINUTES, StateTimes};
 use minute::Ring;
+pub use minute::{
+    KEPT_MS, MAX_LATENCIES, MINUTE_MS, Minute, ProbeMinute, RING_MINUTES, StateTimes,
+};
 
 /// How long the state dir keeps history by default: 7 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -180,7 +182,9 @@ impl HistoryBuilder {
                     Some(db::Writer::spawn(conn, status.clone()))
                 }
                 Err(e) => {
-                    eprintln!("breakwater: state dir unusable ({e}); history is kept in memory only");
+                    eprintln!(
+                        "breakwater: state dir unusable ({e}); history is kept in memory only"
+                    );
                     status.lock().unwrap_or_else(|e| e.into_inner()).problem = Some(e);
                     None
                 }
@@ -200,7 +204,7 @@ impl HistoryBuilder {
         let task = tokio::spawn(recorder::run(Arc::downgrade(&inner), flush_rx));
         Ok(History {
             inner,
-            _task: Arc::new(Task(task)),
+            task: Arc::new(Task(task)),
         })
     }
 }
@@ -219,7 +223,7 @@ impl Drop for Task {
 #[derive(Debug, Clone)]
 pub struct History {
     inner: Arc<Inner>,
-    _task: Arc<Task>,
+    task: Arc<Task>,
 }
 
 #[derive(Debug)]
@@ -261,10 +265,16 @@ impl Data {
         for (kind, name, json) in loaded.minutes {
             if kind == "probe" {
                 if let Ok(m) = serde_json::from_str::<ProbeMinute>(&json) {
-                    self.probes.entry(name).or_insert_with(Ring::new).push(m, now);
+                    self.probes
+                        .entry(name)
+                        .or_insert_with(Ring::new)
+                        .push(m, now);
                 }
             } else if let Ok(m) = serde_json::from_str::<Minute>(&json) {
-                self.breakers.entry(name).or_insert_with(Ring::new).push(m, now);
+                self.breakers
+                    .entry(name)
+                    .or_insert_with(Ring::new)
+                    .push(m, now);
             }
         }
         self.transitions = loaded
@@ -314,6 +324,18 @@ impl History {
         }
     }
 
+    /// Flushes, then closes the state dir's file (so that another process may open it) and
+    /// stops recording; the history kept so far is still served. For a graceful shutdown.
+    pub async fn close(&self) {
+        self.flush().await;
+        self.task.0.abort();
+        if let Some(writer) = &self.inner.writer {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            writer.send(db::Write::Close(tx));
+            let _ = rx.await;
+        }
+    }
+
     fn since(&self, hours: u32) -> u64 {
         let now = self.inner.registry.clock().epoch_millis();
         now.saturating_sub(u64::from(hours) * 3_600_000)
@@ -348,7 +370,11 @@ impl History {
         let since = self.since(hours);
         let data = self.inner.data();
         let ring = data.probes.get(name);
-        let known = self.inner.health.as_ref().is_some_and(|h| h.probe(name).is_some());
+        let known = self
+            .inner
+            .health
+            .as_ref()
+            .is_some_and(|h| h.probe(name).is_some());
         if ring.is_none() && !known {
             return None;
         }
@@ -408,7 +434,11 @@ impl History {
     pub fn status(&self) -> HistoryStatus {
         let s = self.inner.status.lock().unwrap_or_else(|e| e.into_inner());
         HistoryStatus {
-            state_dir: self.inner.state_dir.as_ref().map(|d| d.display().to_string()),
+            state_dir: self
+                .inner
+                .state_dir
+                .as_ref()
+                .map(|d| d.display().to_string()),
             persistent: self.inner.writer.is_some(),
             problem: s.problem.clone(),
             written: s.written,

@@ -287,7 +287,10 @@ mod tests {
         r.push(m(MINUTE_MS, 1), MINUTE_MS);
         assert_eq!(r.since(0).len(), 2);
         r.push(m(KEPT_MS, 1), KEPT_MS);
-        assert_eq!(r.since(0).iter().map(|m| m.minute).collect::<Vec<_>>(), [MINUTE_MS, KEPT_MS]);
+        assert_eq!(
+            r.since(0).iter().map(|m| m.minute).collect::<Vec<_>>(),
+            [MINUTE_MS, KEPT_MS]
+        );
         for i in 0..(RING_MINUTES as u64 + 10) {
             r.push(m(KEPT_MS + i * 1_000, 1), KEPT_MS + i * 1_000);
         }

@@ -185,8 +185,13 @@ impl Recorder {
                 m.latency_buckets.clear();
             }
             m.set_percentiles();
-            (b.successes, b.failures, b.ignored, b.refused, b.slow) =
-                (s.successes, s.failures, s.ignored_calls, s.not_permitted_calls, s.slow_calls);
+            (b.successes, b.failures, b.ignored, b.refused, b.slow) = (
+                s.successes,
+                s.failures,
+                s.ignored_calls,
+                s.not_permitted_calls,
+                s.slow_calls,
+            );
             (b.cumulative, b.count) = (cumulative, h.count);
             if keep && !m.is_empty() {
                 let json;
@@ -240,7 +245,11 @@ impl Recorder {
                 let json;
                 {
                     let mut data = inner.data();
-                    let merged = data.probes.entry(name.clone()).or_insert_with(Ring::new).push(m, now);
+                    let merged = data
+                        .probes
+                        .entry(name.clone())
+                        .or_insert_with(Ring::new)
+                        .push(m, now);
                     json = serde_json::to_string(&merged).unwrap_or_default();
                 }
                 inner.write(Write::Minute {
