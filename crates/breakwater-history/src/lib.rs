@@ -201,7 +201,8 @@ impl HistoryBuilder {
             status,
             flush: flush_tx,
         });
-        let task = tokio::spawn(recorder::run(Arc::downgrade(&inner), flush_rx));
+        let (rec, events) = recorder::begin(&inner);
+        let task = tokio::spawn(recorder::run(Arc::downgrade(&inner), rec, events, flush_rx));
         Ok(History {
             inner,
             task: Arc::new(Task(task)),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use breakwater_core::{Clock, DURATION_BUCKETS, EventKind, State};
+use breakwater_core::{Clock, DURATION_BUCKETS, EventKind, State, Subscription};
 
 use crate::db::Write;
 use crate::minute::{MAX_LATENCIES, MINUTE_MS, Minute, ProbeMinute, Ring, StateTimes};
@@ -39,7 +39,7 @@ struct Probe {
     last_at: u64,
 }
 
-struct Recorder {
+pub(crate) struct Recorder {
     breakers: HashMap<String, Breaker>,
     probes: HashMap<String, Probe>,
     /// Start of the minute being filled.
@@ -47,23 +47,27 @@ struct Recorder {
     last_cleanup: u64,
 }
 
+/// Takes the baselines now (what happened before is not this history's) and subscribes to
+/// the transitions; [`run`] goes on from there.
+pub(crate) fn begin(inner: &Arc<Inner>) -> (Recorder, Subscription) {
+    let now = inner.registry.clock().epoch_millis();
+    let mut rec = Recorder {
+        breakers: HashMap::new(),
+        probes: HashMap::new(),
+        minute: now - now % MINUTE_MS,
+        last_cleanup: 0,
+    };
+    let events = inner.registry.subscribe_transitions(4_096);
+    rec.sample(inner, now, false);
+    (rec, events)
+}
+
 pub(crate) async fn run(
     inner: Weak<Inner>,
+    mut rec: Recorder,
+    events: Subscription,
     mut flushes: tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
 ) {
-    let (events, mut rec) = {
-        let Some(inner) = inner.upgrade() else { return };
-        let now = inner.registry.clock().epoch_millis();
-        let mut rec = Recorder {
-            breakers: HashMap::new(),
-            probes: HashMap::new(),
-            minute: now - now % MINUTE_MS,
-            last_cleanup: 0,
-        };
-        // What happened before the start is not this history's.
-        rec.sample(&inner, now, false);
-        (inner.registry.subscribe_transitions(4_096), rec)
-    };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -71,32 +75,11 @@ pub(crate) async fn run(
             event = events.recv() => {
                 let Some(event) = event else { return };
                 let Some(inner) = inner.upgrade() else { return };
-                if let EventKind::StateTransition { from, to, trigger } = event.kind {
-                    rec.catch_up(&inner, event.at);
-                    let b = rec.breakers.entry(event.circuit.to_string()).or_default();
-                    let from_time = b.since.max(rec.minute);
-                    b.times.add(b.state.unwrap_or(from), event.at.saturating_sub(from_time));
-                    b.state = Some(to);
-                    b.since = event.at;
-                    let t = Transition {
-                        at: event.at,
-                        circuit: event.circuit.to_string(),
-                        from: from.as_str().into(),
-                        to: to.as_str().into(),
-                        trigger: trigger.as_str().into(),
-                    };
-                    let json = serde_json::to_string(&t).unwrap_or_default();
-                    let mut data = inner.data();
-                    data.transitions.push_back(t);
-                    while data.transitions.len() > MAX_KEPT_EVENTS {
-                        data.transitions.pop_front();
-                    }
-                    drop(data);
-                    inner.write(Write::Transition { at: event.at, json });
-                }
+                rec.on_event(&inner, event);
             }
             _ = tick.tick() => {
                 let Some(inner) = inner.upgrade() else { return };
+                rec.drain(&inner, &events);
                 let now = inner.registry.clock().epoch_millis();
                 rec.catch_up(&inner, now);
                 if now >= rec.last_cleanup + 3_600_000 {
@@ -108,6 +91,7 @@ pub(crate) async fn run(
             done = flushes.recv() => {
                 let Some(done) = done else { return };
                 let Some(inner) = inner.upgrade() else { return };
+                rec.drain(&inner, &events);
                 let now = inner.registry.clock().epoch_millis();
                 rec.catch_up(&inner, now);
                 rec.sample(&inner, now, true);
@@ -125,6 +109,42 @@ pub(crate) async fn run(
 }
 
 impl Recorder {
+    /// The transitions already queued, before a sample.
+    fn drain(&mut self, inner: &Arc<Inner>, events: &Subscription) {
+        while let Some(event) = events.try_recv() {
+            self.on_event(inner, event);
+        }
+    }
+
+    /// A transition: the state's time so far goes to its state, and history keeps it.
+    fn on_event(&mut self, inner: &Arc<Inner>, event: breakwater_core::Event) {
+        let EventKind::StateTransition { from, to, trigger } = event.kind else {
+            return;
+        };
+        self.catch_up(inner, event.at);
+        let b = self.breakers.entry(event.circuit.to_string()).or_default();
+        let from_time = b.since.max(self.minute);
+        b.times
+            .add(b.state.unwrap_or(from), event.at.saturating_sub(from_time));
+        b.state = Some(to);
+        b.since = event.at;
+        let t = Transition {
+            at: event.at,
+            circuit: event.circuit.to_string(),
+            from: from.as_str().into(),
+            to: to.as_str().into(),
+            trigger: trigger.as_str().into(),
+        };
+        let json = serde_json::to_string(&t).unwrap_or_default();
+        let mut data = inner.data();
+        data.transitions.push_back(t);
+        while data.transitions.len() > MAX_KEPT_EVENTS {
+            data.transitions.pop_front();
+        }
+        drop(data);
+        inner.write(Write::Transition { at: event.at, json });
+    }
+
     /// Closes every minute that ended by `now`.
     fn catch_up(&mut self, inner: &Arc<Inner>, now: u64) {
         // After a long gap, at most a day of minutes (the rings hold no more).
