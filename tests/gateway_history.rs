@@ -49,12 +49,12 @@ async fn upstream(failing: Arc<AtomicBool>) -> SocketAddr {
     addr
 }
 
-async fn gateway(up: SocketAddr, dir: &PathBuf) -> gateway::Gateway {
+async fn gateway(up: SocketAddr, dir: &std::path::Path) -> gateway::Gateway {
     let options = gateway::Options {
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream: Some(format!("http://{up}").parse().unwrap()),
         ops_token: TOKEN.into(),
-        state_dir: Some(dir.clone()),
+        state_dir: Some(dir.to_owned()),
         ..gateway::Options::default()
     };
     gateway::start(options).await.unwrap()
