@@ -60,6 +60,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use breakwater::fleet::Fleet;
 use breakwater::history::History;
+use breakwater::history::queue::{QueueLayer, WriteQueue};
 use breakwater::ops::{ApiError, OpsApi};
 use breakwater::redis::RedisStore;
 use breakwater::tower::fallback::{FallbackLayer, StaleCache};
@@ -365,6 +366,19 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     let history = history.start().map_err(std::io::Error::other)?;
     history.add_health_check(&health);
     ops = ops.history(history.clone());
+    let queue = match &options.state_dir {
+        Some(dir) => match WriteQueue::builder().open(dir) {
+            Ok(queue) => Some(queue),
+            Err(e) => {
+                eprintln!("breakwater: no write queue ({e}); writes are refused while open");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(queue) = &queue {
+        ops = ops.queue(queue.clone());
+    }
     if let Some(t) = &options.ops_read_token {
         ops = ops.read_token(t.clone());
     }
@@ -402,6 +416,19 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         )
     } else {
         api
+    };
+    // With a state dir, writes to `POST /api/orders` (and any write with an `Idempotency-Key`)
+    // are queued while the upstream's breaker is open, and replayed through it once it closes.
+    let api = match &queue {
+        Some(queue) => {
+            let upstream = registry.get("upstream").expect("the upstream breaker");
+            api.layer(
+                QueueLayer::new(queue.clone(), upstream).deferrable(|parts| {
+                    parts.method == http::Method::POST && parts.uri.path() == "/orders"
+                }),
+            )
+        }
+        None => api,
     };
     let mut app = Router::new().nest("/api", api);
     if let Some(sim) = &simulation {

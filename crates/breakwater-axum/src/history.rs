@@ -65,6 +65,26 @@ pub(crate) async fn probe_history(
     }
 }
 
+/// The write queue: what waits for its circuit to close.
+pub(crate) async fn queue(AxState(ops): AxState<Shared>) -> Response {
+    match &ops.queue {
+        Some(q) => {
+            let q = q.clone();
+            match tokio::task::spawn_blocking(move || q.view()).await {
+                Ok(view) => json_response(StatusCode::OK, &view),
+                Err(_) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "QUEUE_UNAVAILABLE",
+                    "the queue could not be read",
+                )
+                .into_response(),
+            }
+        }
+        None => ApiError::not_found("no write queue (the gateway has none without a state dir)")
+            .into_response(),
+    }
+}
+
 /// Keeps a breaker's state or config after an operator's `action` on it.
 pub(crate) fn keep_breaker(history: Option<&History>, breaker: &CircuitBreaker, action: &str) {
     let Some(history) = history else { return };

@@ -72,6 +72,8 @@ pub struct OpsApi {
     notifiers: Vec<Arc<dyn crate::alerts::Notifier>>,
     #[cfg(feature = "history")]
     history: Option<breakwater_history::History>,
+    #[cfg(feature = "history")]
+    queue: Option<breakwater_history::queue::WriteQueue>,
 }
 
 impl std::fmt::Debug for OpsApi {
@@ -97,6 +99,8 @@ pub(crate) struct Ops {
     stores: Vec<StoreStats>,
     #[cfg(feature = "history")]
     pub(crate) history: Option<breakwater_history::History>,
+    #[cfg(feature = "history")]
+    pub(crate) queue: Option<breakwater_history::queue::WriteQueue>,
 }
 
 pub(crate) type Shared = Arc<Ops>;
@@ -115,7 +119,16 @@ impl OpsApi {
             notifiers: Vec::new(),
             #[cfg(feature = "history")]
             history: None,
+            #[cfg(feature = "history")]
+            queue: None,
         }
+    }
+
+    /// Serves `queue` on `GET /v1/queue`: the writes waiting for their circuit to close.
+    #[cfg(feature = "history")]
+    pub fn queue(mut self, queue: breakwater_history::queue::WriteQueue) -> Self {
+        self.queue = Some(queue);
+        self
     }
 
     /// Serves `history` (`GET /v1/circuit-breaker/{name}/history?hours=N`,
@@ -223,6 +236,8 @@ impl OpsApi {
             stores: self.stores,
             #[cfg(feature = "history")]
             history: self.history,
+            #[cfg(feature = "history")]
+            queue: self.queue,
         });
         #[cfg(feature = "history")]
         if let Some(history) = &state.history {
@@ -248,7 +263,8 @@ impl OpsApi {
             .route(
                 "/v1/probes/{name}/history",
                 get(crate::history::probe_history),
-            );
+            )
+            .route("/v1/queue", get(crate::history::queue));
         let reads = reads.route_layer(middleware::from_fn_with_state(state.clone(), require_read));
         let writes = Router::new()
             .route("/v1/circuit-breaker/reset", post(reset_all))

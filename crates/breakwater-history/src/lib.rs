@@ -33,6 +33,7 @@
 
 mod db;
 mod minute;
+pub mod queue;
 mod recorder;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
