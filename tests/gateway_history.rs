@@ -283,3 +283,112 @@ async fn an_unusable_state_dir_never_stops_the_gateway() {
     let _ = std::fs::remove_dir_all(&locked);
     let _ = Duration::ZERO;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_an_outage_are_applied_once_after_recovery_across_a_restart() {
+    let dir = temp_dir("queue");
+    // An upstream that tells each order it applies.
+    let (tx, mut applied) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    let app = Router::new().fallback(any(move |req: axum::extract::Request| {
+        let tx = tx.clone();
+        async move {
+            if req.uri().path() == "/orders" {
+                let key = req
+                    .headers()
+                    .get("idempotency-key")
+                    .map_or("-".to_owned(), |v| v.to_str().unwrap().to_owned());
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let _ = tx.send((key, String::from_utf8_lossy(&body).into_owned()));
+            }
+            (StatusCode::OK, "{}")
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let gw = gateway(up, &dir).await;
+    assert_eq!(
+        call(
+            &gw,
+            Method::POST,
+            "/v1/circuit-breaker/force-open/upstream",
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let order = |key: Option<&str>, n: u32| {
+        let mut req = Request::post(format!("http://{}/api/orders", gw.addr))
+            .header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        req.body(Body::from(format!("{{\"order\":{n}}}"))).unwrap()
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let mut ids = Vec::new();
+    for (key, n) in [(Some("a"), 1), (Some("b"), 2), (None, 3), (Some("b"), 2)] {
+        let res = client.request(order(key, n)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED);
+        let body: Value =
+            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["code"], "QUEUED");
+        ids.push(body["id"].as_i64().unwrap());
+    }
+    assert_eq!(ids[1], ids[3], "the same key is one entry");
+    // Reads are not queued: refused as usual.
+    assert_eq!(
+        call(&gw, Method::GET, "/api/items/1", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (_, queue) = call(&gw, Method::GET, "/v1/queue", None).await;
+    assert_eq!(queue["queuedCount"], 3, "{queue}");
+    assert!(applied.try_recv().is_err());
+    gw.shut_down().await;
+
+    // Restarted on the same dir: still open (the operator's forced state is kept), still queued.
+    let gw = gateway(up, &dir).await;
+    let (_, upstream) = call(&gw, Method::GET, "/v1/circuit-breaker/upstream", None).await;
+    assert_eq!(upstream["state"], "FORCED_OPEN");
+    let (_, queue) = call(&gw, Method::GET, "/v1/queue", None).await;
+    assert_eq!(queue["queuedCount"], 3, "{queue}");
+    assert!(applied.try_recv().is_err());
+    // Released: every write is applied, in order, once.
+    assert_eq!(
+        call(
+            &gw,
+            Method::POST,
+            "/v1/circuit-breaker/release/upstream",
+            None
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let (key, body) = tokio::time::timeout(Duration::from_secs(10), applied.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(format!("{key} {body}"));
+    }
+    assert_eq!(
+        got,
+        ["a {\"order\":1}", "b {\"order\":2}", "- {\"order\":3}"]
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, queue) = call(&gw, Method::GET, "/v1/queue", None).await;
+        if queue["applied"] == 3 {
+            assert_eq!(queue["queuedCount"], 0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{queue}");
+    }
+    assert!(applied.try_recv().is_err(), "each once");
+    gw.shut_down().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -171,6 +171,8 @@ pub(crate) struct Gateway {
     pub(crate) fleet: Option<Fleet>,
     /// The breakers' and probes' history (in the state dir, when one is given).
     pub(crate) history: History,
+    /// The writes queued while the upstream's breaker is open (with a state dir).
+    pub(crate) queue: Option<WriteQueue>,
 }
 
 impl Gateway {
@@ -183,6 +185,9 @@ impl Gateway {
         }
         // The minute so far, into the state dir, which is then free for the next start.
         self.history.close().await;
+        if let Some(queue) = &self.queue {
+            queue.close();
+        }
         if let Some(meters) = self.meters {
             // A last export; the exporter blocks, so off the runtime's threads.
             let _ = tokio::task::spawn_blocking(move || meters.shutdown()).await;
@@ -423,7 +428,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         Some(queue) => {
             let upstream = registry.get("upstream").expect("the upstream breaker");
             api.layer(
-                QueueLayer::new(queue.clone(), upstream).deferrable(|parts| {
+                QueueLayer::<Body>::new(queue.clone(), upstream).deferrable(|parts| {
                     parts.method == http::Method::POST && parts.uri.path() == "/orders"
                 }),
             )
@@ -490,6 +495,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         meters,
         fleet,
         history,
+        queue,
     })
 }
 

@@ -12,6 +12,7 @@
 //! write answers `503` `QUEUE_UNAVAILABLE`, a body over the limit `413`; never a silent loss.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,7 +156,7 @@ impl WriteQueueBuilder {
         .map_err(store)?;
         Ok(WriteQueue {
             inner: Arc::new(QueueInner {
-                conn: Mutex::new(conn),
+                conn: Mutex::new(Some(conn)),
                 max_entries: self.max_entries,
                 max_bytes: self.max_bytes,
                 max_body: self.max_body,
@@ -194,7 +195,8 @@ pub struct WriteQueue {
 
 #[derive(Debug)]
 struct QueueInner {
-    conn: Mutex<Connection>,
+    /// `None` once closed.
+    conn: Mutex<Option<Connection>>,
     max_entries: usize,
     max_bytes: u64,
     max_body: usize,
@@ -231,8 +233,18 @@ impl WriteQueue {
         }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
         self.inner.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the file (so that another process may open it); the replay stops, and requests
+    /// that would be queued are answered 503 `QUEUE_UNAVAILABLE`. For a graceful shutdown.
+    pub fn close(&self) {
+        self.conn().take();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.conn().is_none()
     }
 
     fn store(
@@ -243,7 +255,8 @@ impl WriteQueue {
         headers: &[(String, String)],
         body: &[u8],
     ) -> rusqlite::Result<Storing> {
-        let mut conn = self.conn();
+        let mut guard = self.conn();
+        let conn = guard.as_mut().ok_or_else(closed)?;
         let tx = conn.transaction()?;
         if let Some(key) = key
             && let Some((id, applied)) = tx
@@ -277,8 +290,11 @@ impl WriteQueue {
     }
 
     fn next(&self) -> rusqlite::Result<Option<Stored>> {
-        self.conn()
-            .query_row(
+        let guard = self.conn();
+        let Some(conn) = guard.as_ref() else {
+            return Ok(None);
+        };
+        conn.query_row(
                 "SELECT id, method, uri, headers, body FROM entries WHERE applied = 0 ORDER BY id LIMIT 1",
                 [],
                 |r| {
@@ -296,7 +312,9 @@ impl WriteQueue {
     }
 
     fn mark(&self, id: i64, applied: bool) -> rusqlite::Result<()> {
-        self.conn().execute(
+        let guard = self.conn();
+        let conn = guard.as_ref().ok_or_else(closed)?;
+        conn.execute(
             "UPDATE entries SET attempts = attempts + 1, applied = ?2 WHERE id = ?1",
             params![id, applied as i64],
         )?;
@@ -305,8 +323,9 @@ impl WriteQueue {
 
     /// What is waiting, and the counts.
     pub fn view(&self) -> QueueView {
-        let conn = self.conn();
+        let guard = self.conn();
         let read = || -> rusqlite::Result<QueueView> {
+            let conn = guard.as_ref().ok_or_else(closed)?;
             let mut q = conn.prepare(
                 "SELECT id, key, method, uri, at, bytes, applied, attempts FROM entries
                  WHERE applied = 0 ORDER BY id LIMIT 1000",
@@ -356,6 +375,11 @@ impl WriteQueue {
     }
 }
 
+/// The error of a closed queue.
+fn closed() -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure("the queue is closed".into())
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -364,30 +388,48 @@ fn now_ms() -> u64 {
 
 /// Stores deferrable requests while `breaker` refuses calls, and replays them once it is
 /// CLOSED: see the [module docs](self). Give it a named breaker (a family member may be
-/// evicted and replaced), one the service below the layer goes through.
+/// evicted and replaced), one the service below the layer goes through. `B` is the request
+/// body type (inferred where the layer is used), which replayed requests are built in.
+pub struct QueueLayer<B> {
+    shared: Shared,
+    _body: PhantomData<fn(B)>,
+}
+
 #[derive(Clone)]
-pub struct QueueLayer {
+struct Shared {
     queue: WriteQueue,
     breaker: CircuitBreaker,
     deferrable: Arc<dyn Fn(&http::request::Parts) -> bool + Send + Sync>,
 }
 
-impl std::fmt::Debug for QueueLayer {
+impl<B> Clone for QueueLayer<B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            _body: PhantomData,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for QueueLayer<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueLayer")
-            .field("breaker", &self.breaker.name())
+            .field("breaker", &self.shared.breaker.name())
             .finish_non_exhaustive()
     }
 }
 
-impl QueueLayer {
+impl<B> QueueLayer<B> {
     /// Queues into `queue` while `breaker` refuses calls: requests with an `Idempotency-Key`
     /// and a method that changes something (`POST`, `PUT`, `PATCH`, `DELETE`).
     pub fn new(queue: WriteQueue, breaker: CircuitBreaker) -> Self {
         Self {
-            queue,
-            breaker,
-            deferrable: Arc::new(|_| false),
+            shared: Shared {
+                queue,
+                breaker,
+                deferrable: Arc::new(|_| false),
+            },
+            _body: PhantomData,
         }
     }
 
@@ -398,23 +440,36 @@ impl QueueLayer {
         mut self,
         marks: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.deferrable = Arc::new(marks);
+        self.shared.deferrable = Arc::new(marks);
         self
     }
 }
 
-impl<S> Layer<S> for QueueLayer
+impl<S, B, RB> Layer<S> for QueueLayer<B>
 where
-    S: Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: From<Bytes> + Send + 'static,
+    RB: Send + 'static,
 {
     type Service = QueueService<S>;
 
     /// Wraps `inner`, and (once per queue, on the current tokio runtime) starts the task that
-    /// replays the queue through a clone of it.
+    /// replays the queue through a clone of it, also what a previous run left in the queue.
     fn layer(&self, inner: S) -> QueueService<S> {
+        let queue = &self.shared.queue;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !queue.inner.replaying.swap(true, Ordering::AcqRel)
+        {
+            runtime.spawn(replay(
+                queue.clone(),
+                self.shared.breaker.clone(),
+                inner.clone(),
+            ));
+        }
         QueueService {
             inner,
-            layer: self.clone(),
+            layer: self.shared.clone(),
         }
     }
 }
@@ -423,13 +478,13 @@ where
 #[derive(Clone)]
 pub struct QueueService<S> {
     inner: S,
-    layer: QueueLayer,
+    layer: Shared,
 }
 
 impl<S> std::fmt::Debug for QueueService<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueService")
-            .field("layer", &self.layer)
+            .field("breaker", &self.layer.breaker.name())
             .finish_non_exhaustive()
     }
 }
@@ -464,7 +519,6 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        self.start_replay();
         let refusing = !self.layer.breaker.state().allows_calls()
             && self.layer.breaker.state() != State::HalfOpen;
         if !refusing {
@@ -563,33 +617,6 @@ where
     }
 }
 
-impl<S> QueueService<S> {
-    /// Starts the replay task once per queue (needs a tokio runtime; without one, none).
-    fn start_replay<ReqB, ResB>(&self)
-    where
-        S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        ReqB: From<Bytes> + Send + 'static,
-        ResB: Send + 'static,
-    {
-        let queue = &self.layer.queue;
-        if queue.inner.replaying.load(Ordering::Relaxed) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if queue.inner.replaying.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        runtime.spawn(replay(
-            queue.clone(),
-            self.layer.breaker.clone(),
-            self.inner.clone(),
-        ));
-    }
-}
-
 /// Replays the queue whenever the breaker is CLOSED, in order, at the queue's rate.
 async fn replay<S, ReqB, ResB>(queue: WriteQueue, breaker: CircuitBreaker, mut service: S)
 where
@@ -600,7 +627,7 @@ where
     let events = breaker.subscribe_with_capacity(16);
     let mut pace = tokio::time::interval(Duration::from_secs(1) / queue.inner.replay_rate);
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    while !queue.is_closed() {
         // Woken by the breaker's events, and once a second in any case.
         let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
         while breaker.state() == State::Closed {
