@@ -2,7 +2,8 @@
 //! without telemetry, with OpenTelemetry's instruments registered (observable: nothing per
 //! call), with call durations recorded (the engine's own histogram, and then also OpenTelemetry's
 //! through the SDK), and with a `tracing` subscriber installed (console output at info, over a
-//! request span, with and without the breaker's field declared on it).
+//! request span, with and without the breaker's field declared on it), and with the registry's
+//! history kept (its task sampling, writing to a state dir).
 //!
 //! Run with `cargo bench --bench telemetry --features full`.
 
@@ -69,6 +70,22 @@ fn main() {
         .build();
     assert!(BreakerMetrics::builder(&with_otel).register(&provider.meter("breakwater")));
 
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let with_history = Registry::new();
+    let dir = std::env::temp_dir().join(format!("breakwater-bench-{}", std::process::id()));
+    let history = runtime.block_on(async {
+        breakwater::history::History::builder(&with_history)
+            .state_dir(&dir)
+            .start()
+            .unwrap()
+    });
+    let mut layer_history =
+        CircuitBreakerLayer::new(with_history.breaker_with("a", config())).layer(inner());
+
     let mut bare = inner();
     let mut layer = CircuitBreakerLayer::new(plain.breaker_with("a", config())).layer(inner());
     let mut layer_otel =
@@ -120,8 +137,11 @@ fn main() {
             ("layer_timed_otel", &mut row(&mut timed_otel)),
             ("layer_subscriber_info", &mut sub_row),
             ("layer_span_with_field", &mut field_row),
+            ("layer_history_kept", &mut row(&mut layer_history)),
         ],
     );
+    runtime.block_on(history.close());
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn row<'a, S, B>(svc: &'a mut S) -> impl FnMut(u32) + 'a

@@ -461,3 +461,36 @@ fn closed_path_with_breakers_shared_through_redis_allocates_nothing() {
     assert_eq!(cb.state(), State::Closed);
     assert_eq!(allocations, 0);
 }
+
+#[test]
+fn closed_path_with_history_kept_in_a_state_dir_allocates_nothing() {
+    use breakwater::history::History;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("breakwater-no-alloc-{}", std::process::id()));
+    let registry = breakwater::Registry::new();
+    let cb = registry.breaker_with("kept", config());
+    let history =
+        runtime.block_on(async { History::builder(&registry).state_dir(&dir).start().unwrap() });
+    assert!(history.status().persistent);
+    cb.try_acquire().unwrap().success();
+    let n = allocations_during(|| {
+        for i in 0..10_000 {
+            let p = cb.try_acquire().unwrap();
+            if i % 50 == 0 {
+                p.failure()
+            } else {
+                p.success()
+            }
+        }
+    });
+    // The history's task samples the breaker meanwhile, on the runtime's thread.
+    runtime.block_on(history.close());
+    let kept = runtime.block_on(async { history.breaker("kept", 1).unwrap() });
+    assert_eq!(kept.minutes.iter().map(|m| m.failures).sum::<u64>(), 200);
+    assert_eq!(n, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
