@@ -144,6 +144,10 @@ async fn history_alerts_and_operators_changes_survive_a_restart() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    let (_, mut rules) = call(&gw, Method::GET, "/v1/alerts/rules", None).await;
+    rules["flappingWindowMs"] = json!(123_000);
+    let (status, e) = call(&gw, Method::PUT, "/v1/alerts/rules", Some(rules)).await;
+    assert_eq!(status, StatusCode::OK, "{e}");
     let (status, checked) = call(&gw, Method::POST, "/v1/probes/upstream/check", None).await;
     assert_eq!(status, StatusCode::OK, "{checked}");
     assert_eq!(checked["result"]["ok"], true, "{checked}");
@@ -197,6 +201,8 @@ async fn history_alerts_and_operators_changes_survive_a_restart() {
     assert_eq!(catch_all["config"]["failureRateThreshold"], 25.0);
     let (_, probe) = call(&gw, Method::GET, "/v1/probes/upstream", None).await;
     assert_eq!(probe["settings"]["intervalMs"], 7000, "{probe}");
+    let (_, rules) = call(&gw, Method::GET, "/v1/alerts/rules", None).await;
+    assert_eq!(rules["flappingWindowMs"], 123_000, "{rules}");
     let (status, ph) = call(
         &gw,
         Method::GET,
@@ -257,7 +263,11 @@ async fn an_unusable_state_dir_never_stops_the_gateway() {
     .unwrap();
     let locked = temp_dir("locked");
     let holder = gateway(up, &locked).await;
-    for dir in [&corrupt, &locked] {
+    // Not creatable: its parent is a file.
+    let file = temp_dir("file");
+    std::fs::write(&file, b"not a dir").unwrap();
+    let uncreatable = file.join("state");
+    for dir in [&corrupt, &locked, &uncreatable] {
         let gw = gateway(up, dir).await;
         let (status, _) = call(&gw, Method::GET, "/api/items/1", None).await;
         assert_eq!(status, StatusCode::OK);
@@ -281,7 +291,7 @@ async fn an_unusable_state_dir_never_stops_the_gateway() {
     holder.shut_down().await;
     let _ = std::fs::remove_dir_all(&corrupt);
     let _ = std::fs::remove_dir_all(&locked);
-    let _ = Duration::ZERO;
+    let _ = std::fs::remove_file(&file);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,11 +82,7 @@ pub(crate) async fn run(
                 rec.drain(&inner, &events);
                 let now = inner.registry.clock().epoch_millis();
                 rec.catch_up(&inner, now);
-                if now >= rec.last_cleanup + 3_600_000 {
-                    rec.last_cleanup = now;
-                    let before = now.saturating_sub(inner.retention.as_millis() as u64);
-                    inner.write(Write::Cleanup { before });
-                }
+                rec.clean_up(&inner, now);
             }
             done = flushes.recv() => {
                 let Some(done) = done else { return };
@@ -95,6 +91,7 @@ pub(crate) async fn run(
                 let now = inner.registry.clock().epoch_millis();
                 rec.catch_up(&inner, now);
                 rec.sample(&inner, now, true);
+                rec.clean_up(&inner, now);
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 match &inner.writer {
                     Some(w) => w.send(Write::Flush(tx)),
@@ -143,6 +140,15 @@ impl Recorder {
         }
         drop(data);
         inner.write(Write::Transition { at: event.at, json });
+    }
+
+    /// Once an hour: the state dir forgets what is older than the retention.
+    fn clean_up(&mut self, inner: &Arc<Inner>, now: u64) {
+        if now >= self.last_cleanup + 3_600_000 {
+            self.last_cleanup = now;
+            let before = now.saturating_sub(inner.retention.as_millis() as u64);
+            inner.write(Write::Cleanup { before });
+        }
     }
 
     /// Closes every minute that ended by `now`.

@@ -135,3 +135,61 @@ async fn a_retention_under_an_hour_is_refused_naming_it() {
         .unwrap_err();
     assert_eq!(e.field(), "retention");
 }
+
+fn temp_dir(what: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    std::env::temp_dir().join(format!("breakwater-{what}-{}-{nanos}", std::process::id()))
+}
+
+#[tokio::test]
+async fn the_state_dir_forgets_what_is_older_than_the_retention() {
+    let (registry, clock) = setup();
+    let dir = temp_dir("retention");
+    let db = registry.get("db").unwrap();
+    let hour = Duration::from_secs(3_600);
+    let history = History::builder(&registry)
+        .state_dir(&dir)
+        .retention(hour)
+        .start()
+        .unwrap();
+    db.try_acquire().unwrap().success();
+    clock.advance(Duration::from_secs(60));
+    history.close().await;
+    // Read back within the retention.
+    let again = History::builder(&registry)
+        .state_dir(&dir)
+        .retention(hour)
+        .start()
+        .unwrap();
+    assert_eq!(again.breaker("db", 24).unwrap().minutes.len(), 1);
+    // Two hours on: the hourly clean-up (made with a flush too) deletes it.
+    clock.advance(Duration::from_secs(7_200));
+    again.close().await;
+    let later = History::builder(&registry).state_dir(&dir).start().unwrap();
+    assert!(later.breaker("db", 24).unwrap().minutes.is_empty());
+    later.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_file_of_a_newer_schema_is_left_alone_and_said_why() {
+    let (registry, _) = setup();
+    let dir = temp_dir("schema");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conn = rusqlite::Connection::open(dir.join(breakwater::history::FILE_NAME)).unwrap();
+    conn.pragma_update(
+        None,
+        "user_version",
+        breakwater::history::SCHEMA_VERSION + 1,
+    )
+    .unwrap();
+    drop(conn);
+    let history = History::builder(&registry).state_dir(&dir).start().unwrap();
+    let status = history.status();
+    assert!(!status.persistent);
+    assert!(status.problem.unwrap().contains("newer"), "why");
+    let _ = std::fs::remove_dir_all(dir);
+}
