@@ -218,6 +218,14 @@ async fn history_alerts_and_operators_changes_survive_a_restart() {
         .map(|m| m["ok"].as_u64().unwrap())
         .sum();
     assert!(ok >= 1, "{ph}");
+    assert!(
+        ph["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["ok"] == true),
+        "{ph}"
+    );
 
     // Bad requests name the parameter; unknown names are 404.
     for q in ["hours=0", "hours=25", "hours=x", "days=1"] {

@@ -23,6 +23,9 @@ CREATE TABLE IF NOT EXISTS minutes (
 CREATE TABLE IF NOT EXISTS transitions (
     at INTEGER NOT NULL, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS transitions_at ON transitions (at);
+CREATE TABLE IF NOT EXISTS probe_runs (
+    at INTEGER NOT NULL, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS probe_runs_at ON probe_runs (at);
 CREATE TABLE IF NOT EXISTS alerts (
     key TEXT PRIMARY KEY, at INTEGER NOT NULL, json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (
@@ -44,6 +47,10 @@ pub(crate) enum Write {
         json: String,
     },
     Transition {
+        at: u64,
+        json: String,
+    },
+    ProbeRun {
         at: u64,
         json: String,
     },
@@ -73,6 +80,7 @@ pub(crate) enum Write {
 pub(crate) struct Loaded {
     pub(crate) minutes: Vec<(String, String, String)>,
     pub(crate) transitions: Vec<String>,
+    pub(crate) probe_runs: Vec<String>,
     pub(crate) alerts: Vec<String>,
     pub(crate) changes: Vec<(String, String, String)>,
 }
@@ -134,6 +142,10 @@ fn load(conn: &Connection, since: u64) -> rusqlite::Result<Loaded> {
         .collect::<Result<_, _>>()?;
     let mut q = conn.prepare("SELECT json FROM transitions WHERE at >= ?1 ORDER BY at")?;
     loaded.transitions = q
+        .query_map([since], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut q = conn.prepare("SELECT json FROM probe_runs WHERE at >= ?1 ORDER BY at")?;
+    loaded.probe_runs = q
         .query_map([since], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut q = conn.prepare("SELECT json FROM alerts WHERE at >= ?1 ORDER BY at")?;
@@ -219,6 +231,12 @@ fn write_all(mut conn: Connection, rx: Receiver<Write>, status: Status) {
                             params![at as i64, json],
                         )?;
                     }
+                    Write::ProbeRun { at, json } => {
+                        tx.execute(
+                            "INSERT INTO probe_runs (at, json) VALUES (?1, ?2)",
+                            params![at as i64, json],
+                        )?;
+                    }
                     Write::Alert { key, at, json } => {
                         tx.execute(
                             "INSERT OR REPLACE INTO alerts (key, at, json) VALUES (?1, ?2, ?3)",
@@ -240,6 +258,7 @@ fn write_all(mut conn: Connection, rx: Receiver<Write>, status: Status) {
                         let before = before as i64;
                         tx.execute("DELETE FROM minutes WHERE minute < ?1", [before])?;
                         tx.execute("DELETE FROM transitions WHERE at < ?1", [before])?;
+                        tx.execute("DELETE FROM probe_runs WHERE at < ?1", [before])?;
                         tx.execute("DELETE FROM alerts WHERE at < ?1", [before])?;
                     }
                     Write::Flush(done) => {

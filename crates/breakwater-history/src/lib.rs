@@ -1,6 +1,6 @@
 //! History that survives restarts: per-minute aggregates of every breaker and probe kept for
-//! 24 h in memory (fixed-size rings, bounded whatever the traffic), the transitions and the
-//! alerts, and, with a state dir, all of it plus every run-time change made through the ops
+//! 24 h in memory (fixed-size rings, bounded whatever the traffic), the transitions, the
+//! probes' runs and the alerts, and, with a state dir, all of it plus every run-time change made through the ops
 //! API in an embedded SQLite file, so that a restart keeps what operators changed.
 //!
 //! Nothing is on a call's path: a task reads the breakers' own counters once a minute (and on
@@ -75,6 +75,25 @@ pub struct Transition {
     pub trigger: String,
 }
 
+/// One run of a probe as history keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRun {
+    /// The probe.
+    pub probe: String,
+    /// When it ended, ms since the Unix epoch.
+    pub at: u64,
+    /// Whether it succeeded in time.
+    pub ok: bool,
+    /// Whether it succeeded, slowly.
+    pub slow: bool,
+    /// How long it took, ms.
+    pub latency_ms: f64,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A breaker's history over the hours asked for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -101,6 +120,8 @@ pub struct ProbeHistory {
     pub hours: u32,
     /// Its minutes with runs, oldest first.
     pub minutes: Vec<ProbeMinute>,
+    /// Its runs, oldest first.
+    pub runs: Vec<ProbeRun>,
     /// Its alerts, oldest first.
     pub alerts: Vec<Value>,
 }
@@ -257,6 +278,7 @@ pub(crate) struct Data {
     pub(crate) breakers: HashMap<String, Ring<Minute>>,
     pub(crate) probes: HashMap<String, Ring<ProbeMinute>>,
     pub(crate) transitions: VecDeque<Transition>,
+    pub(crate) probe_runs: VecDeque<ProbeRun>,
     /// By `<startedAt>-<id>`: one alert's latest state.
     pub(crate) alerts: BTreeMap<String, (u64, Value)>,
     pub(crate) changes: BTreeMap<(String, String), Value>,
@@ -286,6 +308,14 @@ impl Data {
             .collect();
         while self.transitions.len() > MAX_KEPT_EVENTS {
             self.transitions.pop_front();
+        }
+        self.probe_runs = loaded
+            .probe_runs
+            .iter()
+            .filter_map(|j| serde_json::from_str(j).ok())
+            .collect();
+        while self.probe_runs.len() > MAX_KEPT_EVENTS {
+            self.probe_runs.pop_front();
         }
         for json in loaded.alerts {
             if let Ok(alert) = serde_json::from_str::<Value>(&json) {
@@ -384,6 +414,12 @@ impl History {
             probe: name.to_owned(),
             hours,
             minutes: ring.map(|r| r.since(since)).unwrap_or_default(),
+            runs: data
+                .probe_runs
+                .iter()
+                .filter(|r| r.probe == name && r.at >= since)
+                .cloned()
+                .collect(),
             alerts: alerts_of(&data, name, since),
         })
     }

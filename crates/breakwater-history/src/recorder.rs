@@ -8,7 +8,7 @@ use breakwater_core::{Clock, DURATION_BUCKETS, EventKind, State, Subscription};
 
 use crate::db::Write;
 use crate::minute::{MAX_LATENCIES, MINUTE_MS, Minute, ProbeMinute, Ring, StateTimes};
-use crate::{Inner, MAX_KEPT_EVENTS, MAX_SERIES, Transition};
+use crate::{Inner, MAX_KEPT_EVENTS, MAX_SERIES, ProbeRun, Transition};
 
 /// How often the task looks at the clock for a minute's end.
 const TICK: Duration = Duration::from_secs(1);
@@ -264,6 +264,34 @@ impl Recorder {
             };
             m.set_percentiles();
             (p.ok, p.slow, p.failed) = (c.ok, c.slow, c.failed);
+            // Each run itself, with its error.
+            let runs: Vec<ProbeRun> = view
+                .history
+                .iter()
+                .filter(|r| r.at > p.last_at && r.at <= end)
+                .map(|r| ProbeRun {
+                    probe: name.clone(),
+                    at: r.at,
+                    ok: r.ok,
+                    slow: r.slow,
+                    latency_ms: r.latency.as_secs_f64() * 1_000.0,
+                    error: r.error.clone(),
+                })
+                .collect();
+            if !runs.is_empty() {
+                let mut data = inner.data();
+                for run in &runs {
+                    data.probe_runs.push_back(run.clone());
+                }
+                while data.probe_runs.len() > MAX_KEPT_EVENTS {
+                    data.probe_runs.pop_front();
+                }
+                drop(data);
+                for run in runs {
+                    let json = serde_json::to_string(&run).unwrap_or_default();
+                    inner.write(Write::ProbeRun { at: run.at, json });
+                }
+            }
             if let Some(last) = view.history.iter().map(|r| r.at).max() {
                 p.last_at = p.last_at.max(last);
             }
