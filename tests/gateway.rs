@@ -471,7 +471,7 @@ fn alert_flags_are_checked() {
 }
 
 #[test]
-fn redis_flags_are_checked() {
+fn redis_and_state_dir_flags_are_checked() {
     let parse =
         |args: &[&str]| gateway::Options::parse(args.iter().map(|a| (*a).to_owned()), |_| None);
     let on = parse(&[
@@ -496,6 +496,17 @@ fn redis_flags_are_checked() {
     })
     .unwrap();
     assert_eq!(env.redis.unwrap().url, "redis://10.0.0.1/");
+    let dir = parse(&["--state-dir", "/var/lib/gw"]).unwrap().state_dir;
+    assert_eq!(dir, Some(std::path::PathBuf::from("/var/lib/gw")));
+    let from_env = gateway::Options::parse(Vec::<String>::new(), |k| {
+        (k == "BREAKWATER_STATE_DIR").then(|| "/srv/state".to_owned())
+    })
+    .unwrap();
+    assert_eq!(
+        from_env.state_dir,
+        Some(std::path::PathBuf::from("/srv/state"))
+    );
+    assert_eq!(parse(&[]).unwrap().state_dir, None);
     for (args, names) in [
         (vec!["--replica-id", "x"], "--replica-id needs --redis"),
         (

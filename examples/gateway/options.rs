@@ -174,6 +174,7 @@ impl Options {
                 "--redis-shared-window-s",
                 "BREAKWATER_REDIS_SHARED_WINDOW_S",
             ),
+            ("--state-dir", "BREAKWATER_STATE_DIR"),
         ];
         let mut values: Vec<Option<String>> = known.iter().map(|(_, var)| env(var)).collect();
         let mut args = args.into_iter();
