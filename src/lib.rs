@@ -10,6 +10,7 @@
 //! | [`ops`] | `axum` | the ops API: an axum `Router` with metrics, state and config changes, events, alerts, probes, Prometheus text |
 //! | [`otel`] | `otel` | OpenTelemetry instruments for a registry, its fallbacks and probes (`BreakerMetrics`) |
 //! | [`fleet`], [`redis`] | `redis` | breaker states shared across replicas (`Fleet`) through Redis (`RedisStore`) |
+//! | [`guard`] | `guard` | an authentication-failure circuit per client, a per-client rate limit |
 //! | [`history`] | `history` | per-minute history of breakers and probes, run-time changes kept across restarts (SQLite) |
 //!
 //! Where to start: [`CircuitBreaker`] for the engine; [`tower::circuit_breaker`] for the
@@ -47,6 +48,8 @@
 //!   driven by [`fleet::Fleet`]); nothing is added to a call's path.
 //! - `history`: per-minute history of breakers and probes for 24 h, and with a state dir all
 //!   of it plus operators' run-time changes in SQLite ([`history`]); with `axum`, its routes.
+//! - `guard`: guards against abusive clients ([`guard`]): an authentication-failure circuit
+//!   per client and a per-client rate limit, `429` with `Retry-After`.
 //! - `full`: everything.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -75,6 +78,10 @@ pub use breakwater_redis as redis;
 #[cfg(feature = "history")]
 #[doc(inline)]
 pub use breakwater_history as history;
+
+#[cfg(feature = "guard")]
+#[doc(inline)]
+pub use breakwater_guard as guard;
 
 /// The README's code, compiled and run as doctests.
 #[cfg(all(doctest, feature = "full"))]

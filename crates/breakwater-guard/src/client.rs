@@ -1,0 +1,117 @@
+//! Who a request comes from: the peer's address, or the client a trusted proxy names.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+
+/// The peer's address of a connection, put into each request's extensions by the server
+/// (with the `axum` feature, `axum::extract::ConnectInfo<SocketAddr>` is read too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The proxies whose `Forwarded` / `X-Forwarded-For` headers are believed.
+///
+/// ```
+/// use breakwater::guard::TrustedProxies;
+///
+/// let trusted = TrustedProxies::parse("127.0.0.1, 10.0.0.0/8").unwrap();
+/// assert!(trusted.contains("10.1.2.3".parse().unwrap()));
+/// assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+}
+
+impl TrustedProxies {
+    /// None: forwarding headers are ignored, the peer is the client.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A comma-separated list of addresses and networks (`127.0.0.1, 10.0.0.0/8, ::1`).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let net = match item.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) => match item.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => return Err(format!("`{item}` is not an address or a network")),
+                },
+            };
+            nets.push(net);
+        }
+        Ok(Self { nets })
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Whether none is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+}
+
+/// The client of a request: the peer, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` (else `Forwarded`'s `for=`) that is not a trusted proxy
+/// itself (read from the right, as each proxy appends). `None` without a peer address.
+pub fn client_ip<B>(req: &http::Request<B>, trusted: &TrustedProxies) -> Option<IpAddr> {
+    client_of(req.headers(), req.extensions(), trusted)
+}
+
+pub(crate) fn client_of(
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+    trusted: &TrustedProxies,
+) -> Option<IpAddr> {
+    let peer = extensions.get::<PeerAddr>().map(|p| p.0.ip());
+    #[cfg(feature = "axum")]
+    let peer = peer.or_else(|| {
+        extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    });
+    let peer = peer?;
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return Some(peer);
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(v) = value.to_str() else { continue };
+        chain.extend(v.split(',').filter_map(|s| s.trim().parse::<IpAddr>().ok()));
+    }
+    if chain.is_empty() {
+        for value in headers.get_all(http::header::FORWARDED) {
+            let Ok(v) = value.to_str() else { continue };
+            for part in v.split([',', ';']) {
+                let Some(addr) = part
+                    .trim()
+                    .strip_prefix("for=")
+                    .or_else(|| part.trim().strip_prefix("For="))
+                else {
+                    continue;
+                };
+                let addr = addr.trim_matches('"');
+                let addr = addr
+                    .strip_prefix('[')
+                    .map_or(addr, |a| a.split(']').next().unwrap_or(a));
+                let ip = addr
+                    .parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| addr.parse::<SocketAddr>().ok().map(|s| s.ip()));
+                chain.extend(ip);
+            }
+        }
+    }
+    Some(
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted.contains(*ip))
+            .unwrap_or(peer),
+    )
+}
