@@ -37,6 +37,13 @@
 //! `/v1/probes/{name}/history`) is kept for 24 h; with `--state-dir DIR` it is also written to
 //! SQLite there, with the transitions, the alerts and every change operators make through the
 //! ops API, all read back (the changes made again) at the next start.
+//!
+//! Abusive clients: on `/api/auth/...` each client's 401/403 answers are counted, and a
+//! client with 10 of them in 60 s is refused 429 with `Retry-After` for 60 s
+//! (`--auth-failures`, `--auth-window-s`, `--auth-block-s`); `--rate-limit RPS` limits each
+//! client per route group (`--rate-limit-groups reads=100,auth=5` sets groups apart). The
+//! client is the peer, or the one `X-Forwarded-For`/`Forwarded` names when the peer is one of
+//! `--trusted-proxies`.
 #![allow(dead_code)]
 
 #[path = "options.rs"]
@@ -59,6 +66,9 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use breakwater::fleet::Fleet;
+use breakwater::guard::{
+    AuthGuard, AuthGuardLayer, GuardCollector, RateLimit, RateLimitLayer, TrustedProxies,
+};
 use breakwater::history::History;
 use breakwater::history::queue::{QueueLayer, WriteQueue};
 use breakwater::ops::{ApiError, OpsApi};
@@ -302,21 +312,34 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
             .layer(CircuitBreakerLayer::keyed(f.clone(), MethodAndRoute).for_axum())
             .timeout(limit)
     };
-    let reads = Router::new()
-        .route("/items", get(proxy))
-        .route("/items/{id}", get(proxy))
-        .route_layer(endpoint(&read, limits.reads));
-    let writes = Router::new()
-        .route("/orders", post(proxy))
-        .route_layer(endpoint(&write, limits.writes));
-    let auths = Router::new()
-        .route("/auth/{*rest}", any(proxy))
-        .route_layer(endpoint(&auth, limits.auth));
+    let guards = Guards::new(&options).map_err(std::io::Error::other)?;
+    let reads = guards.limit(
+        "reads",
+        Router::new()
+            .route("/items", get(proxy))
+            .route("/items/{id}", get(proxy))
+            .route_layer(endpoint(&read, limits.reads)),
+    );
+    let writes = guards.limit(
+        "writes",
+        Router::new()
+            .route("/orders", post(proxy))
+            .route_layer(endpoint(&write, limits.writes)),
+    );
+    // Authentication: each client's 401/403 answers counted, too many of them refused 429.
+    let auths = guards.limit(
+        "auth",
+        Router::new()
+            .route("/auth/{*rest}", any(proxy))
+            .route_layer(endpoint(&auth, limits.auth))
+            .route_layer(AuthGuardLayer::new(guards.auth.clone()).trusted(guards.trusted.clone())),
+    );
     let api = reads
         .merge(writes)
         .merge(auths)
         .fallback_service(
             ServiceBuilder::new()
+                .option_layer(guards.layer("catch-all"))
                 .layer(CircuitBreakerLayer::new(catch_all).for_axum())
                 .timeout(limits.catch_all)
                 .service(axum::routing::any(proxy).with_state(proxy_state.clone())),
@@ -362,6 +385,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     if let Some(fleet) = &fleet {
         ops = ops.store(fleet.stats().clone());
     }
+    ops = ops.collector(Arc::new(guards.collector()));
     // History: in memory, and with `--state-dir` kept across restarts with operators' changes
     // (made again when the ops router is built below). An unusable dir is reported, not fatal.
     let mut history = History::builder(&registry).probes(&health);
@@ -497,6 +521,61 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         history,
         queue,
     })
+}
+
+/// The guards against abusive clients: the authentication-failure circuit (always on the
+/// auth routes) and, with `--rate-limit`, a per-client rate limit per route group.
+struct Guards {
+    auth: AuthGuard,
+    trusted: TrustedProxies,
+    limits: Vec<(&'static str, RateLimit)>,
+}
+
+impl Guards {
+    fn new(options: &Options) -> Result<Self, String> {
+        let a = &options.auth_guard;
+        let auth = AuthGuard::builder()
+            .failures(a.failures)
+            .window(a.window)
+            .block(a.block)
+            .build()
+            .map_err(|e| format!("--auth-{e}"))?;
+        let mut limits = Vec::new();
+        for (group, rps) in &options.rate_limits {
+            let limit = RateLimit::builder(*rps)
+                .build()
+                .map_err(|e| format!("--rate-limit: {e}"))?;
+            limits.push((*group, limit));
+        }
+        Ok(Self {
+            auth,
+            trusted: options.trusted_proxies.clone(),
+            limits,
+        })
+    }
+
+    fn layer(&self, group: &str) -> Option<RateLimitLayer> {
+        self.limits
+            .iter()
+            .find(|(g, _)| *g == group)
+            .map(|(_, l)| RateLimitLayer::new(l.clone()).trusted(self.trusted.clone()))
+    }
+
+    /// `router` with its group's rate limit, if it has one.
+    fn limit<S: Clone + Send + Sync + 'static>(&self, group: &str, router: Router<S>) -> Router<S> {
+        match self.layer(group) {
+            Some(layer) => router.route_layer(layer),
+            None => router,
+        }
+    }
+
+    fn collector(&self) -> GuardCollector {
+        let mut c = GuardCollector::new().auth("auth", &self.auth);
+        for (group, limit) in &self.limits {
+            c = c.rate_limit(group, limit);
+        }
+        c
+    }
 }
 
 /// Shares the registry's breakers through Redis. A Redis that is down is no error: the

@@ -41,7 +41,30 @@ pub(crate) struct Options {
     /// Where history, alerts and run-time changes are kept across restarts (`--state-dir`,
     /// `BREAKWATER_STATE_DIR`); without one, history is kept in memory only.
     pub(crate) state_dir: Option<std::path::PathBuf>,
+    /// The authentication-failure circuit on `/api/auth/...`.
+    pub(crate) auth_guard: AuthGuardOptions,
+    /// Per-client rate limits by route group (`reads`, `writes`, `auth`, `catch-all`), in
+    /// requests per second: `--rate-limit RPS` (`BREAKWATER_RATE_LIMIT`) for every group,
+    /// `--rate-limit-groups reads=100,auth=5` (`BREAKWATER_RATE_LIMIT_GROUPS`) for some.
+    pub(crate) rate_limits: Vec<(&'static str, u32)>,
+    /// Proxies whose forwarding headers name the client (`--trusted-proxies`,
+    /// `BREAKWATER_TRUSTED_PROXIES`: addresses and networks, comma-separated).
+    pub(crate) trusted_proxies: breakwater::guard::TrustedProxies,
 }
+
+/// The authentication-failure circuit's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AuthGuardOptions {
+    /// `--auth-failures N` (`BREAKWATER_AUTH_FAILURES`; 10).
+    pub(crate) failures: u32,
+    /// `--auth-window-s S` (`BREAKWATER_AUTH_WINDOW_S`; 60).
+    pub(crate) window: Duration,
+    /// `--auth-block-s S` (`BREAKWATER_AUTH_BLOCK_S`; 60).
+    pub(crate) block: Duration,
+}
+
+/// The route groups a rate limit can be set for.
+pub(crate) const GROUPS: [&str; 4] = ["reads", "writes", "auth", "catch-all"];
 
 /// How the gateway shares its breakers with other replicas.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +151,13 @@ impl Default for Options {
             alert_webhook: None,
             redis: None,
             state_dir: None,
+            auth_guard: AuthGuardOptions {
+                failures: 10,
+                window: Duration::from_secs(60),
+                block: Duration::from_secs(60),
+            },
+            rate_limits: Vec::new(),
+            trusted_proxies: breakwater::guard::TrustedProxies::none(),
         }
     }
 }
@@ -137,7 +167,8 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--ops-listen ADDR] [--upstr
 [--max-connections N] [--max-body-bytes N] [--alert-webhook URL] \
 [--alert-format generic|slack|pagerduty] [--alert-routing-key KEY] [--redis URL] \
 [--redis-namespace NS] [--replica-id ID] [--redis-quorum K] [--redis-shared-window-s S] \
-[--state-dir DIR]";
+[--state-dir DIR] [--auth-failures N] [--auth-window-s S] [--auth-block-s S] \
+[--rate-limit RPS] [--rate-limit-groups GROUP=RPS,...] [--trusted-proxies LIST]";
 
 impl Options {
     /// From the command line and the environment (a flag wins), with the defaults.
@@ -175,6 +206,12 @@ impl Options {
                 "BREAKWATER_REDIS_SHARED_WINDOW_S",
             ),
             ("--state-dir", "BREAKWATER_STATE_DIR"),
+            ("--auth-failures", "BREAKWATER_AUTH_FAILURES"),
+            ("--auth-window-s", "BREAKWATER_AUTH_WINDOW_S"),
+            ("--auth-block-s", "BREAKWATER_AUTH_BLOCK_S"),
+            ("--rate-limit", "BREAKWATER_RATE_LIMIT"),
+            ("--rate-limit-groups", "BREAKWATER_RATE_LIMIT_GROUPS"),
+            ("--trusted-proxies", "BREAKWATER_TRUSTED_PROXIES"),
         ];
         let mut values: Vec<Option<String>> = known.iter().map(|(_, var)| env(var)).collect();
         let mut args = args.into_iter();
@@ -238,6 +275,20 @@ impl Options {
             value("--alert-routing-key"),
         )?;
         o.state_dir = value("--state-dir").map(std::path::PathBuf::from);
+        if let Some(v) = value("--auth-failures") {
+            o.auth_guard.failures = positive("--auth-failures", &v)?.min(u32::MAX.into()) as u32;
+        }
+        if let Some(v) = value("--auth-window-s") {
+            o.auth_guard.window = Duration::from_secs(positive("--auth-window-s", &v)?);
+        }
+        if let Some(v) = value("--auth-block-s") {
+            o.auth_guard.block = Duration::from_secs(positive("--auth-block-s", &v)?);
+        }
+        o.rate_limits = rate_limits(value("--rate-limit"), value("--rate-limit-groups"))?;
+        if let Some(v) = value("--trusted-proxies") {
+            o.trusted_proxies = breakwater::guard::TrustedProxies::parse(&v)
+                .map_err(|e| format!("invalid --trusted-proxies: {e}"))?;
+        }
         o.redis = match value("--redis") {
             Some(url) => Some(Shared {
                 url,
@@ -306,6 +357,40 @@ fn alert_webhook(
         }
     };
     Ok(Some((uri, format)))
+}
+
+/// Each group's rate: `all` for every group, then the groups `spec` names.
+fn rate_limits(
+    all: Option<String>,
+    spec: Option<String>,
+) -> Result<Vec<(&'static str, u32)>, String> {
+    let rps = |flag: &str, v: &str| positive(flag, v).map(|n| n.min(u32::MAX.into()) as u32);
+    let mut limits: Vec<(&'static str, u32)> = match all {
+        Some(v) => {
+            let n = rps("--rate-limit", &v)?;
+            GROUPS.iter().map(|g| (*g, n)).collect()
+        }
+        None => Vec::new(),
+    };
+    for item in spec
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (group, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("invalid --rate-limit-groups `{item}`: expected GROUP=RPS"))?;
+        let Some(group) = GROUPS.iter().find(|g| **g == group.trim()) else {
+            return Err(format!(
+                "invalid --rate-limit-groups: unknown group `{group}` (reads, writes, auth, catch-all)"
+            ));
+        };
+        let n = rps("--rate-limit-groups", v.trim())?;
+        limits.retain(|(g, _)| g != group);
+        limits.push((group, n));
+    }
+    Ok(limits)
 }
 
 fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {

@@ -7,6 +7,7 @@
 //!   accepted, never queued.
 //! - HTTP/2 (prior knowledge): at most 256 concurrent streams and 64 KiB of headers per
 //!   connection, and pings to find dead peers.
+//! - Each request carries its peer's address (`PeerAddr`), for the guards.
 //! - Shutdown stops accepting, lets the requests in flight finish for up to the grace period,
 //!   then closes what is left.
 
@@ -68,7 +69,7 @@ pub(crate) async fn serve(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _peer): (_, SocketAddr) = tokio::select! {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 // Out of file descriptors and the like: keep serving the connections we have.
@@ -84,7 +85,15 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Each request knows its peer (the guards key clients by it).
+        let service = TowerToHyperService::new(tower::util::MapRequest::new(
+            app.clone(),
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(breakwater::guard::PeerAddr(peer));
+                req
+            },
+        ));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

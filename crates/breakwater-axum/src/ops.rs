@@ -69,6 +69,7 @@ pub struct OpsApi {
     body_limit: usize,
     fallbacks: crate::prometheus::FallbackCollector,
     stores: Vec<StoreStats>,
+    collectors: Vec<Arc<dyn prometheus_client::collector::Collector>>,
     notifiers: Vec<Arc<dyn crate::alerts::Notifier>>,
     #[cfg(feature = "history")]
     history: Option<breakwater_history::History>,
@@ -116,6 +117,7 @@ impl OpsApi {
             body_limit: DEFAULT_BODY_LIMIT,
             fallbacks: crate::prometheus::FallbackCollector::new(),
             stores: Vec::new(),
+            collectors: Vec::new(),
             notifiers: Vec::new(),
             #[cfg(feature = "history")]
             history: None,
@@ -138,6 +140,16 @@ impl OpsApi {
     #[cfg(feature = "history")]
     pub fn history(mut self, history: breakwater_history::History) -> Self {
         self.history = Some(history);
+        self
+    }
+
+    /// Also serves `collector`'s series on `/metrics` (e.g. `breakwater::guard::GuardCollector`,
+    /// or a collector of your own).
+    pub fn collector(
+        mut self,
+        collector: Arc<dyn prometheus_client::collector::Collector>,
+    ) -> Self {
+        self.collectors.push(collector);
         self
     }
 
@@ -216,6 +228,9 @@ impl OpsApi {
         }
         for store in &self.stores {
             health.add_store(store);
+        }
+        for collector in self.collectors {
+            exposition.register_collector(Box::new(crate::prometheus::Shared(collector)));
         }
         let book = AlertBook::new(&health);
         for n in self.notifiers {

@@ -353,6 +353,16 @@ impl Collector for FallbackCollector {
     }
 }
 
+/// A collector shared with whoever gave it (`OpsApi::collector`).
+#[derive(Debug)]
+pub(crate) struct Shared(pub(crate) std::sync::Arc<dyn Collector>);
+
+impl Collector for Shared {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
 /// One counter of a store's view.
 type StoreCount = fn(&StoreStatsView) -> u64;
 
