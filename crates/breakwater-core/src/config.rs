@@ -135,6 +135,7 @@ pub struct Config {
     pub(crate) automatic_transition_to_half_open: bool,
     pub(crate) record_call_durations: bool,
     pub(crate) health: HealthMode,
+    pub(crate) learned_slow_call_threshold: Option<crate::LearnedThreshold>,
 }
 
 impl Default for Config {
@@ -156,6 +157,7 @@ impl Default for Config {
             automatic_transition_to_half_open: false,
             record_call_durations: false,
             health: HealthMode::Report,
+            learned_slow_call_threshold: None,
         }
     }
 }
@@ -283,16 +285,27 @@ impl Config {
         self.health
     }
 
-    /// Whether calls must be timed (a slow-call policy is on, or durations are recorded).
+    /// The slow-call threshold learned from the breaker's own latency, if on.
+    pub fn learned_slow_call_threshold(&self) -> Option<crate::LearnedThreshold> {
+        self.learned_slow_call_threshold
+    }
+
+    /// Whether calls must be timed (a slow-call policy is on, durations are recorded, or the
+    /// slow-call threshold is learned).
     pub(crate) fn needs_timing(&self) -> bool {
-        self.slow_call_rate_threshold.is_some() || self.record_call_durations
+        self.slow_call_rate_threshold.is_some()
+            || self.record_call_durations
+            || self.learned_slow_call_threshold.is_some()
     }
 
     /// Whether timing can use the coarse clock: only slow calls are judged, on a threshold of
     /// at least [`COARSE_TIMING_MIN_THRESHOLD`].
     pub(crate) fn coarse_timing(&self) -> bool {
-        !self.record_call_durations
-            && self.slow_call_duration_threshold >= COARSE_TIMING_MIN_THRESHOLD
+        let least = match self.learned_slow_call_threshold {
+            Some(l) => Duration::from_millis(l.min_ms).min(self.slow_call_duration_threshold),
+            None => self.slow_call_duration_threshold,
+        };
+        !self.record_call_durations && least >= COARSE_TIMING_MIN_THRESHOLD
     }
 
     /// The serde view used in snapshots and the ops API (camelCase, durations in ms, thresholds
@@ -328,6 +341,7 @@ impl Config {
             wait_in_open_multiplier: multiplier,
             wait_in_open_jitter: jitter,
             automatic_transition_to_half_open: self.automatic_transition_to_half_open,
+            learned_slow_call_threshold: self.learned_slow_call_threshold,
             record_call_durations: self.record_call_durations,
             health: self.health,
         }
@@ -412,6 +426,10 @@ pub struct ConfigView {
     pub record_call_durations: bool,
     /// How health reports the breaker: `ignore`, `report` or `critical`.
     pub health: HealthMode,
+    /// A slow-call threshold learned from the breaker's own latency (`{quantile, factor,
+    /// minMs, maxMs, warmupCalls, horizonMinutes}`), `null`: the static one only.
+    #[serde(default)]
+    pub learned_slow_call_threshold: Option<crate::LearnedThreshold>,
 }
 
 impl ConfigView {
@@ -454,6 +472,7 @@ impl ConfigView {
         b.config.consecutive_failures = self.consecutive_failures;
         b.config.success_threshold = self.success_threshold;
         b.config.max_wait_in_half_open = self.max_wait_in_half_open_ms.map(ms);
+        b.config.learned_slow_call_threshold = self.learned_slow_call_threshold;
         b.build()
     }
 }
@@ -565,6 +584,15 @@ impl ConfigBuilder {
         self
     }
 
+    /// Learns the slow-call threshold from the breaker's own latency (by a task such as
+    /// `breakwater::history`'s; until it has, and before `warmup_calls`, the static
+    /// [`slow_call_duration_threshold`](Self::slow_call_duration_threshold) applies). Calls
+    /// are then timed, each counted in a latency bucket.
+    pub fn learn_slow_call_threshold(mut self, learned: crate::LearnedThreshold) -> Self {
+        self.config.learned_slow_call_threshold = Some(learned);
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
@@ -577,6 +605,9 @@ impl ConfigBuilder {
         };
         rate("failure_rate_threshold", c.failure_rate_threshold)?;
         rate("slow_call_rate_threshold", c.slow_call_rate_threshold)?;
+        if let Some(l) = &c.learned_slow_call_threshold {
+            l.validate()?;
+        }
         if c.slow_call_duration_threshold.is_zero() {
             return Err(ConfigError::new(
                 "slow_call_duration_threshold",

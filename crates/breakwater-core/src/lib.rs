@@ -69,7 +69,10 @@ mod sync;
 mod window;
 
 pub use backoff::WaitInOpen;
-pub use breaker::{CircuitBreaker, Outcome, OutcomeTotals, OwnedPermit, Permit};
+pub use breaker::{
+    CircuitBreaker, LATENCY_BUCKETS, LearnedThreshold, LearnedValue, Outcome, OutcomeTotals,
+    OwnedPermit, Permit, latency_bucket_bounds,
+};
 pub use clock::{Clock, ClockHandle, ManualClock, SystemClock};
 pub use config::{
     Config, ConfigBuilder, ConfigError, ConfigView, HealthMode, SlidingWindow, WindowType,

@@ -57,6 +57,9 @@ pub struct Snapshot {
     pub window: WindowSnapshot,
     /// The configuration.
     pub config: ConfigView,
+    /// The slow-call threshold learned, with what it was learned from (`null` until then, or
+    /// when it is not learned).
+    pub learned_slow_call_threshold: Option<crate::LearnedValue>,
 }
 
 /// The sliding window's view: in HALF_OPEN, and in OPEN entered from HALF_OPEN, the probes' calls.

@@ -32,6 +32,7 @@
 //! ```
 
 mod db;
+mod learn;
 mod minute;
 pub mod queue;
 mod recorder;

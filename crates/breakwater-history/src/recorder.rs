@@ -15,7 +15,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// A breaker's counters at the last sample, and its state's time since then.
 #[derive(Debug, Default)]
-struct Breaker {
+pub(crate) struct Breaker {
     successes: u64,
     failures: u64,
     ignored: u64,
@@ -28,6 +28,10 @@ struct Breaker {
     /// When `state` was entered, or the last sample (ms since the epoch).
     since: u64,
     times: StateTimes,
+    /// Latency counts at the last sample, and each sample's new ones (sparse), for a learned
+    /// slow-call threshold.
+    pub(crate) latency: Vec<u64>,
+    pub(crate) latency_samples: std::collections::VecDeque<(u64, Vec<(u16, u64)>)>,
 }
 
 #[derive(Debug, Default)]
@@ -219,6 +223,12 @@ impl Recorder {
                 s.slow_calls,
             );
             (b.cumulative, b.count) = (cumulative, h.count);
+            if let (Some(learn), Some(counts)) = (
+                s.config.learned_slow_call_threshold,
+                breaker.latency_counts(),
+            ) {
+                crate::learn::sample(&breaker, learn, b, counts, end);
+            }
             if keep && !m.is_empty() {
                 let json;
                 {

@@ -78,6 +78,8 @@ pub(super) struct Control {
     pub(super) transitions: Vec<TransitionCount>,
     /// The newest fleet epoch seen ([`CircuitBreaker::adopt`](super::CircuitBreaker::adopt)).
     pub(super) fleet_epoch: u64,
+    /// The learned slow-call threshold in use.
+    pub(super) learned: Option<super::learned::LearnedValue>,
 }
 
 pub(crate) struct Inner {
@@ -91,6 +93,8 @@ pub(crate) struct Inner {
     pub(super) control: Mutex<Control>,
     pub(super) created_at: u64,
     pub(super) me: Weak<Inner>,
+    /// Call durations per bucket, while the slow-call threshold is learned.
+    pub(super) latency: std::sync::OnceLock<super::learned::LatencyCounts>,
 }
 
 impl Inner {
@@ -105,6 +109,10 @@ impl Inner {
             SlidingWindow::Time(d) => Window::Time(TimeWindow::new(d.as_secs())),
         };
         let created_at = clock.nanos();
+        let latency = std::sync::OnceLock::new();
+        if config.learned_slow_call_threshold.is_some() {
+            let _ = latency.set(super::learned::LatencyCounts::new());
+        }
         Arc::new_cyclic(|me| Inner {
             hot: Padded(Hot {
                 state: AtomicU64::new(pack(CLOSED, 0)),
@@ -125,9 +133,11 @@ impl Inner {
                 open_attempts: 0,
                 transitions: Vec::new(),
                 fleet_epoch: 0,
+                learned: None,
             }),
             created_at,
             me: me.clone(),
+            latency,
         })
     }
 
@@ -374,8 +384,17 @@ impl Inner {
     #[inline(always)]
     fn fast_within_threshold(&self, started: u64) -> bool {
         let hot = &self.hot.0;
-        hot.timing.load(Ordering::Relaxed) != TIMING_RECORDED
-            && self.elapsed(started).1 <= hot.tuning.slow_nanos.load(Ordering::Relaxed)
+        if hot.timing.load(Ordering::Relaxed) == TIMING_RECORDED {
+            return false;
+        }
+        let d = self.elapsed(started).1;
+        if d > hot.tuning.slow_nanos.load(Ordering::Relaxed) {
+            return false; // slow: the general path measures and counts it
+        }
+        if let Some(latency) = self.latency.get() {
+            latency.record(d);
+        }
+        true
     }
 
     /// Resets the consecutive failures and stamps the success time.
@@ -422,6 +441,9 @@ impl Inner {
             }
             None => None,
         };
+        if let (Some(d), Some(latency)) = (duration, self.latency.get()) {
+            latency.record(d);
+        }
         let slow =
             duration.is_some_and(|d| d > self.hot.0.tuning.slow_nanos.load(Ordering::Relaxed));
         let call = Call::new(failed, slow);

@@ -5,6 +5,7 @@
 
 mod half_open;
 mod inner;
+mod learned;
 mod permit;
 mod shared;
 mod snapshot;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+pub use learned::{LATENCY_BUCKETS, LearnedThreshold, LearnedValue, latency_bucket_bounds};
 pub use permit::{Outcome, OwnedPermit, Permit};
 pub use shared::OutcomeTotals;
 
@@ -335,6 +337,21 @@ impl CircuitBreaker {
             ));
         }
         self.inner.hot.0.tuning.set(&config);
+        if config.learned_slow_call_threshold.is_some() {
+            self.inner.latency.get_or_init(learned::LatencyCounts::new);
+            // The threshold learned so far stays until the next one.
+            if let Some(v) = ctl.learned {
+                let nanos = saturating_nanos(Duration::from_secs_f64(v.threshold_ms / 1_000.0));
+                self.inner
+                    .hot
+                    .0
+                    .tuning
+                    .slow_nanos
+                    .store(nanos.max(1), Ordering::Relaxed);
+            }
+        } else {
+            ctl.learned = None;
+        }
         self.inner
             .hot
             .0

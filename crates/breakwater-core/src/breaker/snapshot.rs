@@ -52,6 +52,7 @@ impl Inner {
         let l = &self.life.0;
         let ctl = self.lock();
         let config = ctl.config.clone();
+        let learned = ctl.learned;
         drop(ctl);
         let word = hot.state.load(Ordering::Acquire);
         let state = State::from_code(state_of(word));
@@ -92,6 +93,7 @@ impl Inner {
             generation: generation_of(word),
             window,
             config: config.view(),
+            learned_slow_call_threshold: learned,
         }
     }
 }
