@@ -113,6 +113,22 @@ fn closed(c: &mut Criterion) {
     g.bench_function("breakwater_slow_call_timing", |b| {
         b.iter(|| sink(through_ours(&timed)))
     });
+    // The same, with the threshold learned from the calls' latency (each counted in a bucket).
+    let learned = CircuitBreaker::new(
+        "bench",
+        timed
+            .config()
+            .to_builder()
+            .learn_slow_call_threshold(breakwater::LearnedThreshold {
+                min_ms: 60_000,
+                ..breakwater::LearnedThreshold::default()
+            })
+            .build()
+            .unwrap(),
+    );
+    g.bench_function("breakwater_slow_call_learned", |b| {
+        b.iter(|| sink(through_ours(&learned)))
+    });
     let rc = recloser();
     g.bench_function("recloser", |b| b.iter(|| sink(rc.call(op))));
     let fs = failsafe_rate();

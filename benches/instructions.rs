@@ -13,7 +13,9 @@
 //! `run_floor` and `run_floor_owned` are the least a breaker layer can do (`support/floor.rs`);
 //! `run_layer_keyed` is the per-endpoint layer on one live key (the path);
 //! `run_engine_slow_call_timing` is acquire + success under a slow-call policy (coarse clock),
-//! `run_engine_recorded_durations` the same with the duration histogram (precise clock);
+//! `run_engine_slow_call_learned` the same with the threshold learned (each call's duration
+//! counted in a latency bucket), `run_engine_recorded_durations` the same with the duration
+//! histogram (precise clock);
 //! `run_engine_recorded_durations_otel` the same with OpenTelemetry's instruments registered
 //! (built with `--features otel`); `run_*body*` and `run_fallback_and_breaker` send requests with an `Empty` body.
 
@@ -144,6 +146,16 @@ fn run_engine_slow_call_timing(cb: &CircuitBreaker) {
 }
 
 #[inline(never)]
+fn run_engine_slow_call_learned(cb: &CircuitBreaker) {
+    black_box("slow-call threshold learned");
+    for _ in 0..CALLS {
+        if let Ok(p) = cb.try_acquire() {
+            p.success();
+        }
+    }
+}
+
+#[inline(never)]
 fn run_engine_recorded_durations(cb: &CircuitBreaker) {
     black_box("recorded durations");
     for _ in 0..CALLS {
@@ -193,6 +205,15 @@ fn main() {
         .slow_call_rate_threshold(100.0)
         .slow_call_duration_threshold(std::time::Duration::from_secs(60));
     run_engine_slow_call_timing(&CircuitBreaker::new("timed", slow.clone().build().unwrap()));
+    let learned = slow
+        .clone()
+        .learn_slow_call_threshold(breakwater::LearnedThreshold {
+            min_ms: 60_000,
+            ..breakwater::LearnedThreshold::default()
+        })
+        .build()
+        .unwrap();
+    run_engine_slow_call_learned(&CircuitBreaker::new("learned", learned));
     let recorded = slow.record_call_durations(true).build().unwrap();
     run_engine_recorded_durations(&CircuitBreaker::new("recorded", recorded.clone()));
     #[cfg(feature = "otel")]
