@@ -182,7 +182,18 @@ impl Notifier for KeepAlerts {
     }
 }
 
-/// Adds the history's alert keeper to `book`.
+/// Adds the history's alert keeper to `book`, and gives it the breakers' calls for the
+/// burn-rate rules.
 pub(crate) fn keep_alerts(history: &History, book: &AlertBook) {
     book.add_notifier(std::sync::Arc::new(KeepAlerts(history.clone())));
+    book.error_budget(std::sync::Arc::new(Budget(history.clone())));
+}
+
+/// A breaker's recent calls, from its history.
+struct Budget(History);
+
+impl crate::alerts::ErrorBudget for Budget {
+    fn totals(&self, circuit: &str, minutes: u32) -> (u64, u64) {
+        self.0.totals(circuit, minutes)
+    }
 }

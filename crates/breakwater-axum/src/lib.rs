@@ -13,7 +13,8 @@ pub mod prometheus;
 pub mod webhook;
 
 pub use alerts::{
-    Alert, AlertBook, AlertChange, AlertFilter, AlertRules, AlertStatus, Notifier, Rule, Severity,
+    Alert, AlertBook, AlertChange, AlertFilter, AlertRules, AlertStatus, BurnRate, ErrorBudget,
+    Notifier, Rule, Severity,
 };
 pub use error::ApiError;
 pub use ops::{DEFAULT_BODY_LIMIT, OpsApi, metrics_json, not_found};

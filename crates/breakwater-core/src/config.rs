@@ -136,6 +136,7 @@ pub struct Config {
     pub(crate) record_call_durations: bool,
     pub(crate) health: HealthMode,
     pub(crate) learned_slow_call_threshold: Option<crate::LearnedThreshold>,
+    pub(crate) slo_objective: Option<f64>,
 }
 
 impl Default for Config {
@@ -158,6 +159,7 @@ impl Default for Config {
             record_call_durations: false,
             health: HealthMode::Report,
             learned_slow_call_threshold: None,
+            slo_objective: None,
         }
     }
 }
@@ -290,6 +292,12 @@ impl Config {
         self.learned_slow_call_threshold
     }
 
+    /// The service-level objective of the calls through the breaker (the fraction that must
+    /// succeed, e.g. 0.999), if one is set.
+    pub fn slo_objective(&self) -> Option<f64> {
+        self.slo_objective
+    }
+
     /// Whether calls must be timed (a slow-call policy is on, durations are recorded, or the
     /// slow-call threshold is learned).
     pub(crate) fn needs_timing(&self) -> bool {
@@ -342,6 +350,7 @@ impl Config {
             wait_in_open_jitter: jitter,
             automatic_transition_to_half_open: self.automatic_transition_to_half_open,
             learned_slow_call_threshold: self.learned_slow_call_threshold,
+            slo_objective: self.slo_objective,
             record_call_durations: self.record_call_durations,
             health: self.health,
         }
@@ -430,6 +439,10 @@ pub struct ConfigView {
     /// minMs, maxMs, warmupCalls, horizonMinutes}`), `null`: the static one only.
     #[serde(default)]
     pub learned_slow_call_threshold: Option<crate::LearnedThreshold>,
+    /// The fraction of calls that must succeed (0 < o < 1, e.g. `0.999`), for error-budget
+    /// burn-rate alerts; `null`: none.
+    #[serde(default)]
+    pub slo_objective: Option<f64>,
 }
 
 impl ConfigView {
@@ -473,6 +486,7 @@ impl ConfigView {
         b.config.success_threshold = self.success_threshold;
         b.config.max_wait_in_half_open = self.max_wait_in_half_open_ms.map(ms);
         b.config.learned_slow_call_threshold = self.learned_slow_call_threshold;
+        b.config.slo_objective = self.slo_objective;
         b.build()
     }
 }
@@ -593,6 +607,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// The service-level objective of the calls through the breaker: the fraction that must
+    /// succeed (0 < o < 1, e.g. 0.999). The alerting engine raises error-budget burn-rate
+    /// alerts on it (from the breaker's history). A refusal counts as an error.
+    pub fn slo_objective(mut self, objective: f64) -> Self {
+        self.config.slo_objective = Some(objective);
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         let c = self.config;
@@ -607,6 +629,14 @@ impl ConfigBuilder {
         rate("slow_call_rate_threshold", c.slow_call_rate_threshold)?;
         if let Some(l) = &c.learned_slow_call_threshold {
             l.validate()?;
+        }
+        if let Some(o) = c.slo_objective
+            && !(o > 0.0 && o < 1.0)
+        {
+            return Err(ConfigError::new(
+                "slo_objective",
+                format!("must be a fraction in (0, 1), got {o}"),
+            ));
         }
         if c.slow_call_duration_threshold.is_zero() {
             return Err(ConfigError::new(

@@ -425,6 +425,20 @@ impl History {
         })
     }
 
+    /// The calls of breaker `name` in the last `minutes` whole minutes kept (plus the minute
+    /// so far, as of the last sample): `(good, bad)`, a refusal or a failure being bad.
+    pub fn totals(&self, name: &str, minutes: u32) -> (u64, u64) {
+        let now = self.inner.registry.clock().epoch_millis();
+        let since = now.saturating_sub(u64::from(minutes) * MINUTE_MS);
+        let data = self.inner.data();
+        let Some(ring) = data.breakers.get(name) else {
+            return (0, 0);
+        };
+        ring.since(since).iter().fold((0, 0), |(good, bad), m| {
+            (good + m.successes, bad + m.failures + m.refused)
+        })
+    }
+
     /// Keeps an alert's latest state (as the alerting engine serializes it: `id`, `circuit`,
     /// `startedAt`, …).
     pub fn record_alert(&self, alert: Value) {

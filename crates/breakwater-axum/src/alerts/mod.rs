@@ -20,7 +20,7 @@ use breakwater_core::{Clock, EventKind, HealthMode, Registry, State, Subscriptio
 use breakwater_tower::health::{HealthRegistry, Status};
 use serde::{Deserialize, Serialize};
 
-pub use rules::{AlertRules, Rule};
+pub use rules::{AlertRules, BurnRate, Rule};
 
 /// How many alerts are kept (the oldest resolved ones go first).
 pub const MAX_ALERTS: usize = 1_000;
@@ -229,6 +229,15 @@ struct Book {
     rules: AlertRules,
     /// Recent openings per circuit (ms since the epoch), for the flapping rule.
     openings: HashMap<String, VecDeque<u64>>,
+    /// Where the burn-rate rules read a breaker's calls.
+    budget: Option<Arc<dyn ErrorBudget>>,
+}
+
+/// Where the burn-rate rules read a breaker's recent calls (the ops API gives its
+/// `History`).
+pub trait ErrorBudget: Send + Sync + 'static {
+    /// `(good, bad)` calls of `circuit` in the last `minutes` minutes.
+    fn totals(&self, circuit: &str, minutes: u32) -> (u64, u64);
 }
 
 impl fmt::Debug for Book {
@@ -288,6 +297,13 @@ impl Book {
             }
             a.seen = true;
             a.last_seen_at = at;
+            // Its condition now holds at a higher severity (a faster burn): it rises.
+            if c.severity > a.severity {
+                a.severity = c.severity;
+                a.message = c.message;
+                let risen = a.clone();
+                self.tell(&risen, AlertChange::Escalated);
+            }
             return;
         }
         let alert = Alert::firing(self.next_id, c.rule, c.circuit, c.severity, c.message, at);
@@ -303,6 +319,39 @@ impl Book {
             self.alerts.remove(drop);
         }
     }
+}
+
+/// The most severe burn-rate rule that holds for `circuit`, if it has an objective.
+fn burn_rate(
+    budget: &dyn ErrorBudget,
+    rules: &AlertRules,
+    circuit: &str,
+    objective: Option<f64>,
+) -> Option<Condition> {
+    let allowed = 1.0 - objective?;
+    let burn = |minutes| {
+        let (good, bad) = budget.totals(circuit, minutes);
+        let all = good + bad;
+        (all > 0).then(|| bad as f64 / all as f64 / allowed)
+    };
+    let mut holding = rules.slo_burn_rates.iter().filter_map(|r| {
+        let long = burn(r.long_minutes)?;
+        let short = burn(r.short_minutes)?;
+        (long >= r.burn_rate && short >= r.burn_rate).then(|| Condition {
+            rule: Rule::SloBurnRate,
+            circuit: circuit.to_owned(),
+            severity: r.severity,
+            message: format!(
+                "circuit `{circuit}` burns its error budget {long:.1}x over {} min and {short:.1}x over {} min (objective {}, alert at {}x)",
+                r.long_minutes,
+                r.short_minutes,
+                objective.unwrap_or_default(),
+                r.burn_rate
+            ),
+        })
+    });
+    let first = holding.next()?;
+    Some(holding.fold(first, |a, b| if b.severity > a.severity { b } else { a }))
 }
 
 fn circuit_open(circuit: &str, critical: bool) -> Condition {
@@ -340,6 +389,7 @@ impl AlertBook {
                 notifiers: Vec::new(),
                 rules: AlertRules::default(),
                 openings: HashMap::new(),
+                budget: None,
             })),
             registry,
             health: health.clone(),
@@ -350,6 +400,13 @@ impl AlertBook {
 
     fn lock(&self) -> MutexGuard<'_, Book> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the burn-rate rules' call counts from `budget` (without one, those rules raise
+    /// nothing).
+    pub fn error_budget(&self, budget: Arc<dyn ErrorBudget>) {
+        self.lock().budget = Some(budget);
+        self.evaluate();
     }
 
     /// Tells `notifier` of every change from now on.
@@ -616,6 +673,13 @@ impl AlertBook {
                             rules.flapping_window_ms / 1_000
                         ),
                     });
+                }
+            }
+        }
+        if let Some(budget) = book.budget.clone() {
+            for s in self.registry.snapshots() {
+                if let Some(c) = burn_rate(&*budget, &rules, &s.name, s.config.slo_objective) {
+                    out.push(c);
                 }
             }
         }

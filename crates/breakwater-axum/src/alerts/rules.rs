@@ -32,6 +32,29 @@ pub struct AlertRules {
     /// An alert still firing (not acknowledged) this long after it fired, or after its last
     /// escalation, rises one severity and is told again (`null`: never; at least 1,000 ms).
     pub escalate_after_ms: Option<u64>,
+    /// Error-budget burn-rate rules for breakers with an SLO objective in their config (the
+    /// SRE workbook's multi-window, multi-burn-rate alerts): each fires when the error rate
+    /// over both its long and its short window is at least `burnRate` times the budget
+    /// (1 − objective). From the breakers' history (with `OpsApi::history`); one alert per
+    /// breaker, at the severity of the most severe rule that holds (it rises when a faster
+    /// burn joins). Default: 14.4× over 1 h and 5 min (`CRITICAL`: 2 % of a 30-day
+    /// budget in an hour), 6× over 6 h and 30 min (`HIGH`: 5 % in six hours). `[]`: off.
+    pub slo_burn_rates: Vec<BurnRate>,
+}
+
+/// One burn-rate rule: `burnRate` times the error budget over `longMinutes` and over
+/// `shortMinutes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BurnRate {
+    /// How many times the budget's rate.
+    pub burn_rate: f64,
+    /// The long window, minutes (at most 1,440: the history kept in memory).
+    pub long_minutes: u32,
+    /// The short window, minutes (less than the long one).
+    pub short_minutes: u32,
+    /// The alert's severity.
+    pub severity: super::Severity,
 }
 
 impl Default for AlertRules {
@@ -47,6 +70,20 @@ impl Default for AlertRules {
             flapping_openings: Some(3),
             flapping_window_ms: 600_000,
             escalate_after_ms: Some(900_000),
+            slo_burn_rates: vec![
+                BurnRate {
+                    burn_rate: 14.4,
+                    long_minutes: 60,
+                    short_minutes: 5,
+                    severity: super::Severity::Critical,
+                },
+                BurnRate {
+                    burn_rate: 6.0,
+                    long_minutes: 360,
+                    short_minutes: 30,
+                    severity: super::Severity::High,
+                },
+            ],
         }
     }
 }
@@ -85,6 +122,19 @@ impl AlertRules {
         {
             return Err(format!("`escalateAfterMs` must be at least 1000, not {ms}"));
         }
+        for (i, b) in self.slo_burn_rates.iter().enumerate() {
+            if !(b.burn_rate > 0.0 && b.burn_rate.is_finite()) {
+                return Err(format!("`sloBurnRates[{i}].burnRate` must be above 0"));
+            }
+            if b.long_minutes == 0 || b.long_minutes > 1_440 {
+                return Err(format!("`sloBurnRates[{i}].longMinutes` must be 1 to 1440"));
+            }
+            if b.short_minutes == 0 || b.short_minutes >= b.long_minutes {
+                return Err(format!(
+                    "`sloBurnRates[{i}].shortMinutes` must be at least 1 and below longMinutes"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -109,6 +159,8 @@ pub enum Rule {
     ProbeSlow,
     /// See [`AlertRules::flapping_openings`].
     Flapping,
+    /// See [`AlertRules::slo_burn_rates`].
+    SloBurnRate,
 }
 
 #[cfg(test)]
