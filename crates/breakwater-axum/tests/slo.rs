@@ -111,15 +111,22 @@ async fn a_fast_burn_pages_a_slow_one_warns_and_both_resolve_when_the_errors_sto
 fn the_objective_and_the_learned_threshold_are_changed_through_the_ops_api_patch() {
     use breakwater::ops::config_patch::apply;
     let current = Config::default();
-    let patch = serde_json::json!({"sloObjective": 0.99, "learnedSlowCallThreshold": {"factor": 4.0}});
+    let patch =
+        serde_json::json!({"sloObjective": 0.99, "learnedSlowCallThreshold": {"factor": 4.0}});
     let changed = apply(&current, patch.as_object().unwrap()).unwrap();
     assert_eq!(changed.slo_objective(), Some(0.99));
     let learned = changed.learned_slow_call_threshold().unwrap();
     assert_eq!((learned.factor, learned.quantile), (4.0, 0.99));
     for (bad, field) in [
         (serde_json::json!({"sloObjective": 1.5}), "sloObjective"),
-        (serde_json::json!({"learnedSlowCallThreshold": {"quantile": 1.0}}), "quantile"),
-        (serde_json::json!({"learnedSlowCallThreshold": {"bogus": 1}}), "bogus"),
+        (
+            serde_json::json!({"learnedSlowCallThreshold": {"quantile": 1.0}}),
+            "quantile",
+        ),
+        (
+            serde_json::json!({"learnedSlowCallThreshold": {"bogus": 1}}),
+            "bogus",
+        ),
     ] {
         let e = apply(&current, bad.as_object().unwrap()).unwrap_err();
         assert_eq!(e.code(), "INVALID_CONFIG");
