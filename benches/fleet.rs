@@ -6,59 +6,21 @@
 //!
 //! Run with `cargo bench --bench fleet --features full` (needs `redis-server` on the PATH).
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use breakwater::fleet::{Fleet, FleetBuilder};
 use breakwater::redis::RedisStore;
 use breakwater::{Config, EventKind, Registry, State};
 use breakwater_tower::CircuitBreakerLayer;
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Empty;
-use tower::{Layer, Service};
+use tower::Layer;
 
 #[path = "../crates/breakwater-redis/tests/support/server.rs"]
 mod redis_server;
 #[path = "support/mod.rs"]
 mod support;
 
-fn drive<S, B>(svc: &mut S) -> bool
-where
-    S: Service<Request<()>, Response = Response<B>>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => return false,
-    }
-    let mut fut = pin!(svc.call(Request::new(())));
-    matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
-}
-
-#[allow(clippy::type_complexity)]
-fn inner() -> impl Service<
-    Request<()>,
-    Response = Response<Empty<Bytes>>,
-    Error = Infallible,
-    Future = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>,
-> + Clone {
-    tower::service_fn(|_req: Request<()>| std::future::ready(Ok(Response::new(Empty::new()))))
-}
-
-fn row<'a, S, B>(svc: &'a mut S) -> impl FnMut(u32) + 'a
-where
-    S: Service<Request<()>, Response = Response<B>>,
-{
-    support::times(move || {
-        black_box(drive(svc));
-    })
-}
+use support::service::{inner, row};
 
 fn trip_config() -> Config {
     Config::builder()

@@ -7,51 +7,23 @@
 //!
 //! Run with `cargo bench --bench telemetry --features full`.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use breakwater::Registry;
 use breakwater::otel::BreakerMetrics;
 use breakwater_tower::CircuitBreakerLayer;
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Empty;
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use tower::{Layer, Service};
+use tower::Layer;
 use tracing::Dispatch;
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 
 #[path = "support/mod.rs"]
 mod support;
 
+use support::service::{drive, inner, row};
+
 use support::config;
-
-fn drive<S, B>(svc: &mut S) -> bool
-where
-    S: Service<Request<()>, Response = Response<B>>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => return false,
-    }
-    let mut fut = pin!(svc.call(Request::new(())));
-    matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
-}
-
-#[allow(clippy::type_complexity)]
-fn inner() -> impl Service<
-    Request<()>,
-    Response = Response<Empty<Bytes>>,
-    Error = Infallible,
-    Future = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>,
-> + Clone {
-    tower::service_fn(|_req: Request<()>| std::future::ready(Ok(Response::new(Empty::new()))))
-}
 
 fn timed() -> breakwater::Config {
     config()
@@ -142,13 +114,4 @@ fn main() {
     );
     runtime.block_on(history.close());
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn row<'a, S, B>(svc: &'a mut S) -> impl FnMut(u32) + 'a
-where
-    S: Service<Request<()>, Response = Response<B>>,
-{
-    support::times(move || {
-        black_box(drive(svc));
-    })
 }

@@ -76,6 +76,20 @@ async fn get(
     (status, retry, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The gateway's `/metrics` text.
+async fn metrics(gw: &gateway::Gateway) -> String {
+    let req = Request::get(format!("http://{}/metrics", gw.addr))
+        .body(Body::empty())
+        .unwrap();
+    let res = Client::builder(TokioExecutor::new())
+        .build_http()
+        .request(req)
+        .await
+        .unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_20_bad_logins_is_refused_while_another_still_logs_in() {
     let gw = gateway(&[]).await;
@@ -99,23 +113,7 @@ async fn a_client_with_20_bad_logins_is_refused_while_another_still_logs_in() {
     // Other routes are not the auth guard's.
     let (status, ..) = get(&gw, "/api/items", "203.0.113.66", "").await;
     assert_eq!(status, StatusCode::OK);
-    let req = Request::get(format!("http://{}/metrics", gw.addr))
-        .body(Body::empty())
-        .unwrap();
-    let text = Client::builder(TokioExecutor::new())
-        .build_http()
-        .request(req)
-        .await
-        .unwrap();
-    let text = String::from_utf8(
-        text.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let text = metrics(&gw).await;
     assert!(
         text.contains("resilience_auth_guard_refused_total{guard_name=\"auth\"} 10"),
         "{text}"
@@ -151,23 +149,7 @@ async fn the_rate_limit_refuses_a_client_over_its_rate_and_counts_it() {
         get(&gw, "/api/items", "198.51.100.2", "").await.0,
         StatusCode::OK
     );
-    let req = Request::get(format!("http://{}/metrics", gw.addr))
-        .body(Body::empty())
-        .unwrap();
-    let text = Client::builder(TokioExecutor::new())
-        .build_http()
-        .request(req)
-        .await
-        .unwrap();
-    let text = String::from_utf8(
-        text.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let text = metrics(&gw).await;
     let rejected = format!(
         "resilience_rate_limiter_calls_total{{rate_limiter_name=\"reads\",outcome=\"rejected\"}} {}",
         20 - ok

@@ -53,3 +53,4 @@ pub(crate) fn interleaved(group: &str, calls: u32, rows: &mut [(&str, &mut dyn F
         );
     }
 }
+pub(crate) mod service;

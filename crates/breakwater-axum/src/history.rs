@@ -40,14 +40,11 @@ pub(crate) async fn breaker_history(
     Name(name): Name,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let hours = match hours(&query) {
-        Ok(h) => h,
-        Err(e) => return e.into_response(),
-    };
-    match ops.history.as_ref().and_then(|h| h.breaker(&name, hours)) {
-        Some(history) => json_response(StatusCode::OK, &history),
-        None => ApiError::not_found(format!("no circuit breaker named `{name}`")).into_response(),
-    }
+    history_answer(&query, "circuit breaker", &name, |h| {
+        ops.history
+            .as_ref()
+            .and_then(|history| history.breaker(&name, h))
+    })
 }
 
 pub(crate) async fn probe_history(
@@ -55,13 +52,24 @@ pub(crate) async fn probe_history(
     Name(name): Name,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let hours = match hours(&query) {
-        Ok(h) => h,
-        Err(e) => return e.into_response(),
-    };
-    match ops.history.as_ref().and_then(|h| h.probe(&name, hours)) {
-        Some(history) => json_response(StatusCode::OK, &history),
-        None => ApiError::not_found(format!("no probe named `{name}`")).into_response(),
+    history_answer(&query, "probe", &name, |h| {
+        ops.history
+            .as_ref()
+            .and_then(|history| history.probe(&name, h))
+    })
+}
+
+/// The history `find` gives for the hours asked for, or 400 / 404.
+fn history_answer<T: serde::Serialize>(
+    query: &HashMap<String, String>,
+    what: &str,
+    name: &str,
+    find: impl FnOnce(u32) -> Option<T>,
+) -> Response {
+    match hours(query).map(find) {
+        Ok(Some(history)) => json_response(StatusCode::OK, &history),
+        Ok(None) => ApiError::not_found(format!("no {what} named `{name}`")).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
