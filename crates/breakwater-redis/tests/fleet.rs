@@ -28,8 +28,12 @@ struct Replica {
     events: Subscription,
 }
 
+/// A replica on the Redis at `url`, its keys under `ns`: one namespace per test, so that a
+/// test's replicas never hear another's (a killed server's port can be taken by another test's
+/// server before it comes back).
 async fn replica(
     url: &str,
+    ns: &str,
     id: &str,
     tune: impl FnOnce(breakwater::fleet::FleetBuilder) -> breakwater::fleet::FleetBuilder,
 ) -> Replica {
@@ -39,7 +43,7 @@ async fn replica(
     }
     registry.family("api", FamilyOptions::new(trip_config()));
     let events = registry.subscribe();
-    let store = RedisStore::builder(url).namespace("test").build().unwrap();
+    let store = RedisStore::builder(url).namespace(ns).build().unwrap();
     let fleet = tune(Fleet::builder(&registry, Arc::new(store)).replica_id(id))
         .start()
         .await
@@ -102,8 +106,20 @@ async fn a_trip_a_reset_and_a_forced_state_reach_the_other_replica() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let a = replica(&redis.url(), "a", |b| b).await;
-    let b = replica(&redis.url(), "b", |b| b).await;
+    let a = replica(
+        &redis.url(),
+        "a_trip_a_reset_and_a_forced_state_reach_",
+        "a",
+        |b| b,
+    )
+    .await;
+    let b = replica(
+        &redis.url(),
+        "a_trip_a_reset_and_a_forced_state_reach_",
+        "b",
+        |b| b,
+    )
+    .await;
     assert!(a.fleet.stats().is_healthy() && b.fleet.stats().is_healthy());
 
     // A trips: B refuses, without any call of its own failing.
@@ -141,7 +157,7 @@ async fn a_trip_a_reset_and_a_forced_state_reach_the_other_replica() {
     let newer = format!("{}|FORCED_OPEN|0|z|marker", epoch + 1_000_000_000);
     for message in [stale, newer] {
         let _: i64 = redis::cmd("PUBLISH")
-            .arg("test:events")
+            .arg("a_trip_a_reset_and_a_forced_state_reach_:events")
             .arg(message)
             .query_async(&mut raw)
             .await
@@ -159,7 +175,13 @@ async fn a_new_replica_knows_the_fleets_outage_before_it_serves() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let a = replica(&redis.url(), "a", |b| b).await;
+    let a = replica(
+        &redis.url(),
+        "a_new_replica_knows_the_fleets_outage_be",
+        "a",
+        |b| b,
+    )
+    .await;
     a.trip("db");
     let member = a
         .registry
@@ -188,7 +210,13 @@ async fn a_new_replica_knows_the_fleets_outage_before_it_serves() {
         tokio::task::yield_now().await;
     }
 
-    let c = replica(&redis.url(), "c", |b| b).await;
+    let c = replica(
+        &redis.url(),
+        "a_new_replica_knows_the_fleets_outage_be",
+        "c",
+        |b| b,
+    )
+    .await;
     // As soon as `start` returns: the named breaker and the family's key.
     assert_eq!(c.state("db"), State::Open);
     let family = c.registry.family("api", FamilyOptions::new(trip_config()));
@@ -205,8 +233,14 @@ async fn with_redis_killed_replicas_go_on_alone_and_converge_when_it_returns() {
         return;
     };
     let url = redis.url();
-    let a = replica(&url, "a", |b| b.flush_interval(Duration::from_millis(50))).await;
-    let b = replica(&url, "b", |b| b.flush_interval(Duration::from_millis(50))).await;
+    let a = replica(&url, "with_redis_killed_replicas_go_on_alone_a", "a", |b| {
+        b.flush_interval(Duration::from_millis(50))
+    })
+    .await;
+    let b = replica(&url, "with_redis_killed_replicas_go_on_alone_a", "b", |b| {
+        b.flush_interval(Duration::from_millis(50))
+    })
+    .await;
     let port = redis.kill();
     a.healthy(false).await;
     b.healthy(false).await;
@@ -261,8 +295,20 @@ async fn the_shared_window_trips_on_the_fleets_rate_where_each_local_one_would_n
         b.shared_window(Duration::from_secs(30))
             .flush_interval(Duration::from_millis(50))
     };
-    let a = replica(&redis.url(), "a", tune).await;
-    let b = replica(&redis.url(), "b", tune).await;
+    let a = replica(
+        &redis.url(),
+        "the_shared_window_trips_on_the_fleets_ra",
+        "a",
+        tune,
+    )
+    .await;
+    let b = replica(
+        &redis.url(),
+        "the_shared_window_trips_on_the_fleets_ra",
+        "b",
+        tune,
+    )
+    .await;
     for r in [&a, &b] {
         let breaker = r.registry.breaker_with("orders", config.clone());
         // Half the fleet's calls each, 6 of 10 failed: under each one's minimum of 20 calls.
@@ -305,9 +351,27 @@ async fn with_a_quorum_one_replica_tripping_alone_does_not_open_the_others() {
         return;
     };
     let quorum = |b: breakwater::fleet::FleetBuilder| b.quorum(2);
-    let a = replica(&redis.url(), "a", quorum).await;
-    let b = replica(&redis.url(), "b", quorum).await;
-    let c = replica(&redis.url(), "c", quorum).await;
+    let a = replica(
+        &redis.url(),
+        "with_a_quorum_one_replica_tripping_alone",
+        "a",
+        quorum,
+    )
+    .await;
+    let b = replica(
+        &redis.url(),
+        "with_a_quorum_one_replica_tripping_alone",
+        "b",
+        quorum,
+    )
+    .await;
+    let c = replica(
+        &redis.url(),
+        "with_a_quorum_one_replica_tripping_alone",
+        "c",
+        quorum,
+    )
+    .await;
 
     a.trip("db");
     // A's writer is sequential: once its next publish (an operator's, never voted on)

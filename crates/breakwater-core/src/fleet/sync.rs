@@ -132,6 +132,7 @@ impl FleetBuilder {
             closed_since: HashMap::new(),
             totals: HashMap::new(),
             lost: 0,
+            reset_published: None,
         };
         let writer = tokio::spawn(writer.run(self.flush_interval));
         Ok(Fleet {
@@ -321,6 +322,8 @@ struct Writer {
     /// Each breaker's outcome totals at the last flush.
     totals: HashMap<Arc<str>, OutcomeTotals>,
     lost: u64,
+    /// The breaker whose manual closing was the last event: its reset follows, already told.
+    reset_published: Option<Arc<str>>,
 }
 
 impl Writer {
@@ -336,14 +339,21 @@ impl Writer {
                             if to == State::Closed {
                                 self.closed_since.insert(event.circuit.clone(), event.at);
                             }
+                            let manual_close = to == State::Closed && trigger == Trigger::Manual;
+                            self.reset_published = manual_close.then(|| event.circuit.clone());
                             if trigger != Trigger::Fleet && to != State::HalfOpen {
                                 self.publish(event.circuit, trigger).await;
                             }
                         }
-                        // A reset in CLOSED moves nothing here, but closes the fleet.
+                        // A reset from CLOSED moves nothing here, but closes the fleet (one
+                        // that moved the breaker was just published as its transition).
                         EventKind::Reset => {
                             self.closed_since.insert(event.circuit.clone(), event.at);
-                            self.publish(event.circuit, Trigger::Manual).await;
+                            let published = self.reset_published.take() == Some(event.circuit.clone());
+                            let breaker = self.shared.breaker(&event.circuit, false);
+                            if !published && breaker.is_some_and(|b| b.state() == State::Closed) {
+                                self.publish(event.circuit, Trigger::Manual).await;
+                            }
                         }
                         _ => {}
                     }
