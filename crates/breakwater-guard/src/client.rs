@@ -79,10 +79,14 @@ pub(crate) fn client_of(
     if trusted.is_empty() || !trusted.contains(peer) {
         return Some(peer);
     }
-    let mut chain: Vec<IpAddr> = Vec::new();
+    // Each hop as written (`None`: not an address), nearest last.
+    let mut chain: Vec<Option<IpAddr>> = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
-        let Ok(v) = value.to_str() else { continue };
-        chain.extend(v.split(',').filter_map(|s| s.trim().parse::<IpAddr>().ok()));
+        let Ok(v) = value.to_str() else {
+            chain.push(None);
+            continue;
+        };
+        chain.extend(v.split(',').map(|s| parse_hop(s.trim())));
     }
     if chain.is_empty() {
         for value in headers.get_all(http::header::FORWARDED) {
@@ -95,23 +99,30 @@ pub(crate) fn client_of(
                 else {
                     continue;
                 };
-                let addr = addr.trim_matches('"');
-                let addr = addr
-                    .strip_prefix('[')
-                    .map_or(addr, |a| a.split(']').next().unwrap_or(a));
-                let ip = addr
-                    .parse::<IpAddr>()
-                    .ok()
-                    .or_else(|| addr.parse::<SocketAddr>().ok().map(|s| s.ip()));
-                chain.extend(ip);
+                chain.push(parse_hop(addr.trim_matches('"')));
             }
         }
     }
-    Some(
-        chain
-            .into_iter()
-            .rev()
-            .find(|ip| !trusted.contains(*ip))
-            .unwrap_or(peer),
-    )
+    // From the nearest hop outwards, past trusted proxies; a hop that is not an address stops
+    // the walk at the last trusted one (what lies beyond it cannot be vouched for).
+    let mut client = peer;
+    for hop in chain.into_iter().rev() {
+        match hop {
+            Some(ip) if trusted.contains(ip) => client = ip,
+            Some(ip) => return Some(ip),
+            None => return Some(client),
+        }
+    }
+    Some(client)
+}
+
+/// A hop of a forwarding header: an address, `ip:port`, or `[v6]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let bracketed = hop
+        .strip_prefix('[')
+        .map(|a| a.split(']').next().unwrap_or(a));
+    let addr = bracketed.unwrap_or(hop);
+    addr.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }

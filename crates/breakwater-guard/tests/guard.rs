@@ -184,6 +184,18 @@ fn the_client_is_the_peer_unless_a_trusted_proxy_names_it() {
     // Garbage: the peer.
     let r = req("127.0.0.1", &[("x-forwarded-for", "not-an-ip")]);
     assert_eq!(client_ip(&r, &trusted), ip("127.0.0.1"));
+    // A hop the proxy wrote that is not an address: what the client wrote beyond it is not
+    // believed (the walk stops at the last trusted hop).
+    let r = req("127.0.0.1", &[("x-forwarded-for", "6.6.6.6, unknown")]);
+    assert_eq!(client_ip(&r, &trusted), ip("127.0.0.1"));
+    let r = req(
+        "127.0.0.1",
+        &[("x-forwarded-for", "6.6.6.6, 10.0.0.9, unknown")],
+    );
+    assert_eq!(client_ip(&r, &trusted), ip("127.0.0.1"));
+    // `ip:port` hops.
+    let r = req("127.0.0.1", &[("x-forwarded-for", "203.0.113.5:5555")]);
+    assert_eq!(client_ip(&r, &trusted), ip("203.0.113.5"));
     assert_eq!(
         client_ip(&Request::get("/").body(()).unwrap(), &trusted),
         None

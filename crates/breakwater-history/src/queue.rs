@@ -5,9 +5,11 @@
 //! one the layer's predicate marks) is stored in `queue.db` in the state dir and answered
 //! `202` `{"code": "QUEUED", "id": …}`; any other request goes through as usual. Once the
 //! breaker is CLOSED again, a task replays the queue in order, at a bounded rate, through the
-//! service below the layer (so through the breakers): an answer under 500 applies an entry;
-//! a 5xx, a refusal or an error stops the replay until the next time the breaker is closed.
-//! A key is queued and applied at most once: the same key again answers the first entry.
+//! service below the layer (so through the breakers): an answer under 500 (but 408 and 429)
+//! applies an entry; anything else stops the replay until the breaker closes again (or, if it
+//! stays closed, after a backoff doubling from 1 s to a minute). A key (per method and path)
+//! is queued and applied at most once: the same key again answers its entry, also once the
+//! breaker is closed while the entry still waits. An applied entry keeps only its key.
 //! Bounded in entries and bytes: a full queue answers `507` `QUEUE_FULL`, a store that cannot
 //! write answers `503` `QUEUE_UNAVAILABLE`, a body over the limit `413`; never a silent loss.
 
@@ -154,6 +156,11 @@ impl WriteQueueBuilder {
              PRAGMA user_version = 1;",
         )
         .map_err(store)?;
+        let waiting: i64 = conn
+            .query_row("SELECT COUNT(*) FROM entries WHERE applied = 0", [], |r| {
+                r.get(0)
+            })
+            .map_err(store)?;
         Ok(WriteQueue {
             inner: Arc::new(QueueInner {
                 conn: Mutex::new(Some(conn)),
@@ -162,6 +169,7 @@ impl WriteQueueBuilder {
                 max_body: self.max_body,
                 replay_rate: self.replay_rate,
                 replaying: AtomicBool::new(false),
+                waiting: std::sync::atomic::AtomicU64::new(waiting as u64),
             }),
         })
     }
@@ -203,6 +211,8 @@ struct QueueInner {
     replay_rate: u32,
     /// Whether a replay task runs (one per queue).
     replaying: AtomicBool,
+    /// Entries waiting (a keyed write while the breaker is closed is looked up only then).
+    waiting: std::sync::atomic::AtomicU64,
 }
 
 /// A stored request, read back for its replay.
@@ -286,7 +296,20 @@ impl WriteQueue {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
+        self.inner.waiting.fetch_add(1, Ordering::Relaxed);
         Ok(Storing::Queued(id))
+    }
+
+    /// The id of the waiting entry stored under `key`, if there is one.
+    fn waiting_id(&self, key: &str) -> rusqlite::Result<Option<i64>> {
+        let guard = self.conn();
+        let conn = guard.as_ref().ok_or_else(closed)?;
+        conn.query_row(
+            "SELECT id FROM entries WHERE key = ?1 AND applied = 0",
+            [key],
+            |r| r.get(0),
+        )
+        .optional()
     }
 
     fn next(&self) -> rusqlite::Result<Option<Stored>> {
@@ -314,10 +337,17 @@ impl WriteQueue {
     fn mark(&self, id: i64, applied: bool) -> rusqlite::Result<()> {
         let guard = self.conn();
         let conn = guard.as_ref().ok_or_else(closed)?;
-        conn.execute(
-            "UPDATE entries SET attempts = attempts + 1, applied = ?2 WHERE id = ?1",
+        // An applied entry keeps its key (a repeat is still told apart), not its request.
+        let changed = conn.execute(
+            "UPDATE entries SET attempts = attempts + 1, applied = ?2,
+                 body = CASE WHEN ?2 THEN x'' ELSE body END,
+                 headers = CASE WHEN ?2 THEN '[]' ELSE headers END
+             WHERE id = ?1 AND applied = 0",
             params![id, applied as i64],
         )?;
+        if applied && changed > 0 {
+            self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -521,28 +551,58 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let refusing = !self.layer.breaker.state().allows_calls()
             && self.layer.breaker.state() != State::HalfOpen;
-        if !refusing {
+        let changes = matches!(
+            *req.method(),
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        let waiting = self.layer.queue.inner.waiting.load(Ordering::Relaxed) > 0;
+        let keyed = changes && req.headers().contains_key(IDEMPOTENCY_KEY);
+        if !(refusing || (keyed && waiting)) {
             return QueueFuture::inner(self.inner.call(req));
         }
         let (parts, body) = req.into_parts();
+        // A key belongs to one method and path: another write's key of the same name is not it.
         let key = parts
             .headers
             .get(IDEMPOTENCY_KEY)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let changes = matches!(
-            parts.method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        );
+            .map(|k| format!("{} {} {k}", parts.method, parts.uri.path()));
+        let queue = self.layer.queue.clone();
+        if !refusing {
+            // Closed, with writes still waiting: one of them under this key answers for it
+            // (a client retrying before the replay reached it); anything else goes through.
+            let ready = self.inner.clone();
+            let mut svc = std::mem::replace(&mut self.inner, ready);
+            return QueueFuture::queue(Box::pin(async move {
+                let k = key.clone().unwrap_or_default();
+                let q = queue.clone();
+                if let Ok(Ok(Some(id))) =
+                    tokio::task::spawn_blocking(move || q.waiting_id(&k)).await
+                {
+                    return Ok(queued_answer(
+                        id,
+                        false,
+                        "already queued under this Idempotency-Key",
+                    ));
+                }
+                svc.call(Request::from_parts(parts, body)).await
+            }));
+        }
         let deferrable = (key.is_some() && changes) || (self.layer.deferrable)(&parts);
         if !deferrable {
             return QueueFuture::inner(self.inner.call(Request::from_parts(parts, body)));
         }
-        let queue = self.layer.queue.clone();
         QueueFuture::queue(Box::pin(
             async move { Ok(defer(queue, parts, body, key).await) },
         ))
     }
+}
+
+fn queued_answer<B: From<Bytes>>(id: i64, applied: bool, message: &str) -> Response<B> {
+    answer(
+        StatusCode::ACCEPTED,
+        serde_json::json!({"code": "QUEUED", "id": id, "applied": applied, "message": message}),
+    )
 }
 
 /// Stores one request and says so.
@@ -598,10 +658,9 @@ where
             StatusCode::ACCEPTED,
             serde_json::json!({"code": "QUEUED", "id": id, "message": "the circuit is open: stored, to be applied once it closes"}),
         ),
-        Ok(Ok(Storing::Known(id, applied))) => answer(
-            StatusCode::ACCEPTED,
-            serde_json::json!({"code": "QUEUED", "id": id, "applied": applied, "message": "already queued under this Idempotency-Key"}),
-        ),
+        Ok(Ok(Storing::Known(id, applied))) => {
+            queued_answer(id, applied, "already queued under this Idempotency-Key")
+        }
         Ok(Ok(Storing::Full)) => answer(
             StatusCode::INSUFFICIENT_STORAGE,
             serde_json::json!({"code": "QUEUE_FULL", "message": "the write queue is full: not stored, retry later"}),
@@ -627,9 +686,36 @@ where
     let events = breaker.subscribe_with_capacity(16);
     let mut pace = tokio::time::interval(Duration::from_secs(1) / queue.inner.replay_rate);
     pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // After a failed replay, the next try waits for the breaker to close again (or, if it
+    // never leaves CLOSED, for a backoff that doubles up to a minute).
+    let mut stalled: Option<Duration> = None;
     while !queue.is_closed() {
-        // Woken by the breaker's events, and once a second in any case.
-        let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+        match stalled {
+            None => {
+                // Woken by the breaker's events, and once a second in any case.
+                let _ = tokio::time::timeout(Duration::from_secs(1), events.recv()).await;
+            }
+            Some(backoff) => {
+                let closed_again = async {
+                    while let Some(e) = events.recv().await {
+                        if matches!(
+                            e.kind,
+                            breakwater_core::EventKind::StateTransition {
+                                to: State::Closed,
+                                ..
+                            }
+                        ) {
+                            return;
+                        }
+                    }
+                };
+                if tokio::time::timeout(backoff, closed_again).await.is_ok() {
+                    stalled = None;
+                } else {
+                    stalled = Some((backoff * 2).min(Duration::from_secs(60)));
+                }
+            }
+        }
         while breaker.state() == State::Closed {
             let q = queue.clone();
             let Ok(Ok(Some(entry))) = tokio::task::spawn_blocking(move || q.next()).await else {
@@ -641,10 +727,11 @@ where
                     std::future::poll_fn(|cx| service.poll_ready(cx))
                         .await
                         .is_ok()
-                        && service
-                            .call(req)
-                            .await
-                            .is_ok_and(|res| res.status().as_u16() < 500)
+                        && service.call(req).await.is_ok_and(|res| {
+                            let s = res.status().as_u16();
+                            // A timeout or a "too many" is not an answer to the write.
+                            s < 500 && s != 408 && s != 429
+                        })
                 }
                 // Not a request any more: nothing to apply.
                 None => true,
@@ -653,8 +740,10 @@ where
             let id = entry.id;
             let _ = tokio::task::spawn_blocking(move || q.mark(id, applied)).await;
             if !applied {
+                stalled = Some(stalled.unwrap_or(Duration::from_secs(1)));
                 break;
             }
+            stalled = None;
         }
     }
 }

@@ -123,7 +123,11 @@ impl Recorder {
             return;
         };
         self.catch_up(inner, event.at);
-        let b = self.breakers.entry(event.circuit.to_string()).or_default();
+        let name = event.circuit.to_string();
+        if !self.breakers.contains_key(&name) && self.breakers.len() >= MAX_SERIES {
+            return;
+        }
+        let b = self.breakers.entry(name).or_default();
         let from_time = b.since.max(self.minute);
         b.times
             .add(b.state.unwrap_or(from), event.at.saturating_sub(from_time));
@@ -173,7 +177,14 @@ impl Recorder {
     fn sample(&mut self, inner: &Arc<Inner>, end: u64, keep: bool) {
         let now = inner.registry.clock().epoch_millis();
         let minute = self.minute;
-        for breaker in inner.registry.breakers() {
+        let breakers = inner.registry.breakers();
+        // Breakers gone from the registry (evicted family members) are forgotten here; what
+        // history kept of them stays for its 24 h.
+        if self.breakers.len() > breakers.len() {
+            let live: std::collections::HashSet<&str> = breakers.iter().map(|b| b.name()).collect();
+            self.breakers.retain(|name, _| live.contains(name.as_str()));
+        }
+        for breaker in breakers {
             let name = breaker.name();
             if !self.breakers.contains_key(name) && self.breakers.len() >= MAX_SERIES {
                 continue;
@@ -302,7 +313,14 @@ impl Recorder {
                     inner.write(Write::ProbeRun { at: run.at, json });
                 }
             }
-            if let Some(last) = view.history.iter().map(|r| r.at).max() {
+            // The newest run counted: a run after `end` is the next minute's.
+            if let Some(last) = view
+                .history
+                .iter()
+                .map(|r| r.at)
+                .filter(|at| *at <= end)
+                .max()
+            {
                 p.last_at = p.last_at.max(last);
             }
             if keep && !m.is_empty() {

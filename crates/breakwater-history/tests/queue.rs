@@ -148,8 +148,20 @@ async fn writes_are_queued_while_open_and_applied_once_each_in_order_after_it_cl
         tokio::task::yield_now().await;
     }
     assert_eq!(queue.view().queued_count, 4);
-    // Then it recovers: every entry, in order, once.
+    // Closed while entries wait: a client retrying a queued key is answered by its entry.
+    let (status, again) = send(&mut svc, post(Some("k3"), "three, again")).await;
+    assert_eq!(
+        (status, again["id"].as_i64()),
+        (StatusCode::ACCEPTED, Some(ids[2]))
+    );
+    assert!(
+        seen.try_recv().is_err(),
+        "the retry did not reach the service"
+    );
+    // Then it recovers, and the next closing resumes: every entry, in order, once.
     answer_with.store(200, Ordering::SeqCst);
+    breaker.force_open();
+    breaker.close();
     let mut applied = Vec::new();
     while applied.len() < 4 {
         let (key, body) = tokio::time::timeout(Duration::from_secs(10), seen.recv())

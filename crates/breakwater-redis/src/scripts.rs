@@ -12,7 +12,9 @@ local now, quorum = tonumber(ARGV[5]), tonumber(ARGV[6])
 if state == 'OPEN' and quorum > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   redis.call('ZADD', KEYS[3], until_ms, replica)
-  redis.call('PEXPIREAT', KEYS[3], tonumber(until_ms) + 1000)
+  -- The votes last as long as the latest of them.
+  local latest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
+  redis.call('PEXPIREAT', KEYS[3], tonumber(latest) + 1000)
   if redis.call('ZCARD', KEYS[3]) < quorum then
     return 0
   end

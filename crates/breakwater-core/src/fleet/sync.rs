@@ -270,19 +270,27 @@ async fn listen(shared: Arc<Shared>, synced: async_channel::Sender<()>) {
     let mut first = true;
     loop {
         let (tx, rx) = async_channel::bounded(1_024);
+        let mut connected_once = false;
         let consume = async {
             while let Ok(message) = rx.recv().await {
                 match message {
                     FleetMessage::Subscribed => {
+                        connected_once = true;
                         if !first {
                             shared.stats.count(Counter::Reconnects, 1);
                         }
                         first = false;
-                        if let Some(states) = shared.call(shared.store.load()).await {
-                            for s in &states {
-                                shared.adopt(s);
+                        // Read the stored states (a few tries: until then the replica does
+                        // not count as connected).
+                        for attempt in 0..5u32 {
+                            if let Some(states) = shared.call(shared.store.load()).await {
+                                for s in &states {
+                                    shared.adopt(s);
+                                }
+                                shared.stats.set_connected(true);
+                                break;
                             }
-                            shared.stats.set_connected(true);
+                            tokio::time::sleep(Duration::from_millis(100) * (attempt + 1)).await;
                         }
                         let _ = synced.try_send(());
                     }
@@ -301,12 +309,13 @@ async fn listen(shared: Arc<Shared>, synced: async_channel::Sender<()>) {
                 tracing::warn!(target: "breakwater", store = shared.stats.kind(), error = %e, "state store subscription lost");
             }
         }
+        // A subscription that had come up starts the backoff over.
+        if connected_once {
+            backoff = Duration::from_millis(50);
+        }
         let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 2));
         tokio::time::sleep(backoff + jitter).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
-        if shared.stats.is_healthy() {
-            backoff = Duration::from_millis(50);
-        }
     }
 }
 
@@ -402,11 +411,17 @@ impl Writer {
         if lost != self.lost {
             self.shared.stats.count(Counter::Dropped, lost - self.lost);
             self.lost = lost;
+            // Which transitions were lost is unknown: every breaker not CLOSED tells its state
+            // again, an OPEN as a trip (so a quorum still applies). (CLOSED ones are not: a
+            // replica's many closed breakers would close the fleet on a newer OPEN it has not
+            // heard of yet.)
             for breaker in self.shared.registry.breakers() {
-                if breaker.state() != State::Closed {
-                    self.pending
-                        .insert(breaker.shared_name().clone(), Trigger::Manual);
-                }
+                let trigger = match breaker.state() {
+                    State::Open => Trigger::FailureRatio,
+                    State::Closed | State::HalfOpen => continue,
+                    _ => Trigger::Manual,
+                };
+                self.pending.insert(breaker.shared_name().clone(), trigger);
             }
         }
         for (circuit, trigger) in std::mem::take(&mut self.pending) {
@@ -425,7 +440,7 @@ impl Writer {
         for breaker in self.shared.registry.breakers() {
             let now = breaker.outcome_totals();
             let name = breaker.shared_name().clone();
-            let before = self.totals.insert(name.clone(), now).unwrap_or_default();
+            let before = self.totals.get(&name).copied().unwrap_or_default();
             // Lifetime counters go back to zero on a reset.
             let delta = if now.calls < before.calls {
                 now
@@ -445,19 +460,25 @@ impl Writer {
                 counts: delta,
                 since,
             });
-            breakers.push(breaker);
+            breakers.push((breaker, now));
         }
         if deltas.is_empty() {
             return;
         }
         let shared = self.shared.clone();
         let now = shared.registry.clock().epoch_millis();
+        // The counts count as added only once the store has them (else the next flush adds
+        // them again).
         let Some(fleet) = shared
             .call(shared.store.add_window(deltas, window, now))
             .await
         else {
             return;
         };
+        for (breaker, totals) in &breakers {
+            self.totals.insert(breaker.shared_name().clone(), *totals);
+        }
+        let breakers: Vec<CircuitBreaker> = breakers.into_iter().map(|(b, _)| b).collect();
         shared.stats.count(Counter::Flushes, 1);
         for (breaker, totals) in breakers.iter().zip(fleet) {
             if breaker.state() != State::Closed {
