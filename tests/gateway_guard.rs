@@ -173,6 +173,19 @@ fn guard_flags_are_checked() {
     .unwrap();
     assert!(o.rate_limits.contains(&("reads", 50)) && o.rate_limits.contains(&("writes", 2)));
     assert_eq!(o.auth_guard.failures, 3);
+    let rfc = parse(&[
+        "--trusted-proxies",
+        "10.0.0.1",
+        "--forwarded-header",
+        "Forwarded",
+    ])
+    .unwrap();
+    assert_eq!(
+        rfc.trusted_proxies,
+        breakwater::guard::TrustedProxies::parse("10.0.0.1")
+            .unwrap()
+            .header(breakwater::guard::ForwardedHeader::Forwarded)
+    );
     assert!(
         parse(&[]).unwrap().rate_limits.is_empty(),
         "off unless asked for"
@@ -182,6 +195,7 @@ fn guard_flags_are_checked() {
         (vec!["--rate-limit-groups", "bogus=3"], "unknown group"),
         (vec!["--rate-limit-groups", "reads"], "GROUP=RPS"),
         (vec!["--trusted-proxies", "not-an-ip"], "--trusted-proxies"),
+        (vec!["--forwarded-header", "via"], "--forwarded-header"),
         (vec!["--auth-block-s", "0"], "--auth-block-s"),
     ] {
         let e = parse(&args).unwrap_err();

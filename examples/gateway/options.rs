@@ -47,8 +47,9 @@ pub(crate) struct Options {
     /// requests per second: `--rate-limit RPS` (`BREAKWATER_RATE_LIMIT`) for every group,
     /// `--rate-limit-groups reads=100,auth=5` (`BREAKWATER_RATE_LIMIT_GROUPS`) for some.
     pub(crate) rate_limits: Vec<(&'static str, u32)>,
-    /// Proxies whose forwarding headers name the client (`--trusted-proxies`,
-    /// `BREAKWATER_TRUSTED_PROXIES`: addresses and networks, comma-separated).
+    /// Proxies whose forwarding header names the client (`--trusted-proxies`,
+    /// `BREAKWATER_TRUSTED_PROXIES`: addresses and networks, comma-separated), and which
+    /// header that is (`--forwarded-header x-forwarded-for|forwarded`; `x-forwarded-for`).
     pub(crate) trusted_proxies: breakwater::guard::TrustedProxies,
 }
 
@@ -168,7 +169,8 @@ const USAGE: &str = "usage: gateway [--listen ADDR] [--ops-listen ADDR] [--upstr
 [--alert-format generic|slack|pagerduty] [--alert-routing-key KEY] [--redis URL] \
 [--redis-namespace NS] [--replica-id ID] [--redis-quorum K] [--redis-shared-window-s S] \
 [--state-dir DIR] [--auth-failures N] [--auth-window-s S] [--auth-block-s S] \
-[--rate-limit RPS] [--rate-limit-groups GROUP=RPS,...] [--trusted-proxies LIST]";
+[--rate-limit RPS] [--rate-limit-groups GROUP=RPS,...] [--trusted-proxies LIST] \
+[--forwarded-header x-forwarded-for|forwarded]";
 
 impl Options {
     /// From the command line and the environment (a flag wins), with the defaults.
@@ -212,6 +214,7 @@ impl Options {
             ("--rate-limit", "BREAKWATER_RATE_LIMIT"),
             ("--rate-limit-groups", "BREAKWATER_RATE_LIMIT_GROUPS"),
             ("--trusted-proxies", "BREAKWATER_TRUSTED_PROXIES"),
+            ("--forwarded-header", "BREAKWATER_FORWARDED_HEADER"),
         ];
         let mut values: Vec<Option<String>> = known.iter().map(|(_, var)| env(var)).collect();
         let mut args = args.into_iter();
@@ -288,6 +291,19 @@ impl Options {
         if let Some(v) = value("--trusted-proxies") {
             o.trusted_proxies = breakwater::guard::TrustedProxies::parse(&v)
                 .map_err(|e| format!("invalid --trusted-proxies: {e}"))?;
+        }
+        if let Some(v) = value("--forwarded-header") {
+            use breakwater::guard::ForwardedHeader;
+            let header = match v.to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+                "forwarded" => ForwardedHeader::Forwarded,
+                _ => {
+                    return Err(format!(
+                        "invalid --forwarded-header `{v}`: expected x-forwarded-for or forwarded"
+                    ));
+                }
+            };
+            o.trusted_proxies = o.trusted_proxies.header(header);
         }
         o.redis = match value("--redis") {
             Some(url) => Some(Shared {

@@ -21,6 +21,19 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedProxies {
     nets: Vec<IpNet>,
+    header: ForwardedHeader,
+}
+
+/// The header the trusted proxies name the client in. Only that one is read: a proxy that
+/// sets one and passes the other through from the client would otherwise let the client
+/// choose its address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (the default; what most proxies set).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded`'s `for=` (RFC 7239).
+    Forwarded,
 }
 
 impl TrustedProxies {
@@ -42,7 +55,17 @@ impl TrustedProxies {
             };
             nets.push(net);
         }
-        Ok(Self { nets })
+        Ok(Self {
+            nets,
+            header: ForwardedHeader::default(),
+        })
+    }
+
+    /// Reads the client from `header` (default `X-Forwarded-For`).
+    #[must_use]
+    pub fn header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -57,8 +80,9 @@ impl TrustedProxies {
 }
 
 /// The client of a request: the peer, or, when the peer is a trusted proxy, the nearest
-/// address in `X-Forwarded-For` (else `Forwarded`'s `for=`) that is not a trusted proxy
-/// itself (read from the right, as each proxy appends). `None` without a peer address.
+/// address in the proxies' header ([`ForwardedHeader`]) that is not a trusted proxy itself
+/// (read from the right, as each proxy appends; a hop that is not an address stops the walk
+/// at the last trusted one). `None` without a peer address.
 pub fn client_ip<B>(req: &http::Request<B>, trusted: &TrustedProxies) -> Option<IpAddr> {
     client_of(req.headers(), req.extensions(), trusted)
 }
@@ -81,16 +105,24 @@ pub(crate) fn client_of(
     }
     // Each hop as written (`None`: not an address), nearest last.
     let mut chain: Vec<Option<IpAddr>> = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let Ok(v) = value.to_str() else {
-            chain.push(None);
-            continue;
-        };
-        chain.extend(v.split(',').map(|s| parse_hop(s.trim())));
-    }
-    if chain.is_empty() {
-        for value in headers.get_all(http::header::FORWARDED) {
-            let Ok(v) = value.to_str() else { continue };
+    let name = match trusted.header {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
+    };
+    if trusted.header == ForwardedHeader::XForwardedFor {
+        for value in headers.get_all(name) {
+            let Ok(v) = value.to_str() else {
+                chain.push(None);
+                continue;
+            };
+            chain.extend(v.split(',').map(|s| parse_hop(s.trim())));
+        }
+    } else {
+        for value in headers.get_all(name) {
+            let Ok(v) = value.to_str() else {
+                chain.push(None);
+                continue;
+            };
             for part in v.split([',', ';']) {
                 let Some(addr) = part
                     .trim()

@@ -9,7 +9,8 @@
 //!
 //! The client is the connection's peer ([`PeerAddr`] in the request's extensions; with the
 //! `axum` feature also axum's `ConnectInfo`), or, when the peer is one of the
-//! [`TrustedProxies`], the client `X-Forwarded-For` or `Forwarded` names. Both guards run on
+//! [`TrustedProxies`], the client their header (`X-Forwarded-For` by default, or
+//! `Forwarded`: [`ForwardedHeader`]) names. Both guards run on
 //! a breakwater clock (a `ManualClock` in tests) and count what they do ([`GuardCollector`]
 //! for `/metrics`).
 //!
@@ -36,7 +37,7 @@ mod metrics;
 mod rate;
 
 pub use auth::{AuthGuard, AuthGuardBuilder, AuthGuardCounts};
-pub use client::{PeerAddr, TrustedProxies, client_ip};
+pub use client::{ForwardedHeader, PeerAddr, TrustedProxies, client_ip};
 pub use layer::{AuthGuardLayer, GuardFuture, Guarded, RateLimitLayer};
 pub use metrics::GuardCollector;
 pub use rate::{RateLimit, RateLimitBuilder, RateLimitCounts};

@@ -175,12 +175,28 @@ fn the_client_is_the_peer_unless_a_trusted_proxy_names_it() {
     // An untrusted peer's header is not believed.
     let r = req("192.0.2.8", &[("x-forwarded-for", "203.0.113.5")]);
     assert_eq!(client_ip(&r, &trusted), ip("192.0.2.8"));
-    // `Forwarded`, IPv6 with a port.
+    // `Forwarded`, IPv6 with a port, when that is the proxies' header (and only then).
     let r = req(
         "127.0.0.1",
         &[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https")],
     );
-    assert_eq!(client_ip(&r, &trusted), ip("2001:db8::1"));
+    assert_eq!(client_ip(&r, &trusted), ip("127.0.0.1"));
+    let rfc = trusted
+        .clone()
+        .header(breakwater::guard::ForwardedHeader::Forwarded);
+    assert_eq!(client_ip(&r, &rfc), ip("2001:db8::1"));
+    let r = req(
+        "127.0.0.1",
+        &[
+            ("forwarded", "for=192.0.2.60"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ],
+    );
+    assert_eq!(
+        client_ip(&r, &rfc),
+        ip("192.0.2.60"),
+        "the other header is not read"
+    );
     // Garbage: the peer.
     let r = req("127.0.0.1", &[("x-forwarded-for", "not-an-ip")]);
     assert_eq!(client_ip(&r, &trusted), ip("127.0.0.1"));
