@@ -129,3 +129,17 @@ fn a_transitions_feed_hears_no_calls() {
         "{kinds:?}"
     );
 }
+
+#[test]
+fn an_echo_older_than_what_the_store_answered_for_a_local_move_is_ignored() {
+    let (b, _clock) = breaker();
+    b.try_acquire().unwrap().failure();
+    b.try_acquire().unwrap().failure();
+    assert_eq!(b.state(), State::Open);
+    b.note_fleet_epoch(20); // the store published that OPEN as epoch 20
+    b.reset(); // an operator closes it here before the echo comes back
+    assert!(!b.adopt(State::Open, Some(T0 + 30_000), 20), "its own echo");
+    assert_eq!(b.state(), State::Closed);
+    b.note_fleet_epoch(5);
+    assert_eq!(b.fleet_epoch(), 20, "never back");
+}

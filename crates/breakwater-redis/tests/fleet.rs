@@ -89,7 +89,19 @@ impl Replica {
             }
         })
         .await
-        .expect("the event within the wait");
+        .unwrap_or_else(|_| {
+            let states: Vec<_> = ["db", "cache", "marker"]
+                .iter()
+                .map(|n| {
+                    let b = self.registry.get(n).unwrap();
+                    (*n, b.state(), b.fleet_epoch())
+                })
+                .collect();
+            panic!(
+                "the event within the wait; states {states:?}, store {:?}",
+                self.fleet.stats().view()
+            )
+        });
     }
 
     async fn healthy(&self, healthy: bool) {
@@ -275,8 +287,35 @@ async fn with_redis_killed_replicas_go_on_alone_and_converge_when_it_returns() {
     b.healthy(true).await;
     assert!(a.fleet.stats().view().reconnects >= 1);
     // Epochs grew past the lost server's: a new move still wins.
-    a.registry.get("db").unwrap().reset();
-    b.adopted("db", State::Closed).await;
+    let db = a.registry.get("db").unwrap();
+    let before = (db.state(), db.fleet_epoch(), a.fleet.stats().view());
+    db.reset();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            let e = b.events.recv().await.expect("events");
+            if &*e.circuit == "db"
+                && matches!(
+                    e.kind,
+                    EventKind::StateTransition {
+                        to: State::Closed,
+                        trigger: Trigger::Fleet,
+                        ..
+                    }
+                )
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    if closed.is_err() {
+        panic!(
+            "B never closed; A before its reset {before:?}; A now {:?} epoch {} {:?}",
+            db.state(),
+            db.fleet_epoch(),
+            a.fleet.stats().view()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,6 +84,14 @@ impl CircuitBreaker {
         true
     }
 
+    /// Records that the fleet holds this breaker's own state at `epoch` (what a store answered
+    /// when it published a local transition), so that an older message, this replica's own
+    /// echo of an earlier state included, cannot undo a newer local move.
+    pub fn note_fleet_epoch(&self, epoch: u64) {
+        let mut ctl = self.inner.lock();
+        ctl.fleet_epoch = ctl.fleet_epoch.max(epoch);
+    }
+
     /// The newest fleet epoch this breaker has adopted or seen (0: none).
     pub fn fleet_epoch(&self) -> u64 {
         self.inner.lock().fleet_epoch

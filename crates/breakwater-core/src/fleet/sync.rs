@@ -20,6 +20,8 @@ use crate::{CircuitBreaker, Registry, State, Trigger};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default interval between shared-window flushes and retries of failed publishes.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Flush intervals between two reads of every stored state.
+const RESYNC_EVERY: u64 = 10;
 /// Default capacity of the queue of local events waiting for the store's task.
 pub const DEFAULT_QUEUE: usize = 4_096;
 
@@ -59,7 +61,8 @@ impl FleetBuilder {
         self
     }
 
-    /// How often the shared window is flushed and failed publishes retried (default 1 s).
+    /// How often the shared window is flushed and failed publishes retried (default 1 s);
+    /// every tenth time the stored states are also read again.
     pub fn flush_interval(mut self, every: Duration) -> Self {
         self.flush_interval = every;
         self
@@ -133,6 +136,7 @@ impl FleetBuilder {
             totals: HashMap::new(),
             lost: 0,
             reset_published: None,
+            flushes: 0,
         };
         let writer = tokio::spawn(writer.run(self.flush_interval));
         Ok(Fleet {
@@ -254,10 +258,15 @@ impl Shared {
         let Some(breaker) = self.breaker(&s.circuit, s.state != State::Closed) else {
             return;
         };
-        let own = s.replica == self.replica;
+        // This replica's own message tells it nothing new, and applying it could undo a local
+        // move made while it was on its way (a reset just after a trip): only its epoch is kept.
+        if s.replica == self.replica {
+            breaker.note_fleet_epoch(s.epoch);
+            return;
+        }
         if breaker.adopt(s.state, s.open_until, s.epoch) {
             self.stats.count(Counter::Adopted, 1);
-        } else if !own {
+        } else {
             self.stats.count(Counter::Stale, 1);
         }
     }
@@ -333,6 +342,7 @@ struct Writer {
     lost: u64,
     /// The breaker whose manual closing was the last event: its reset follows, already told.
     reset_published: Option<Arc<str>>,
+    flushes: u64,
 }
 
 impl Writer {
@@ -396,7 +406,10 @@ impl Writer {
         match shared.call(shared.store.publish(change)).await {
             Some(epoch) => {
                 self.pending.remove(&circuit);
-                if epoch.is_some() {
+                if let Some(epoch) = epoch {
+                    // Its echo, when it comes back late, is then not newer than a local
+                    // move made meanwhile.
+                    breaker.note_fleet_epoch(epoch);
                     shared.stats.count(Counter::Published, 1);
                 }
             }
@@ -426,6 +439,17 @@ impl Writer {
         }
         for (circuit, trigger) in std::mem::take(&mut self.pending) {
             self.publish(circuit, trigger).await;
+        }
+        // Every tenth flush the stored states are read again: a message lost on its way
+        // (a subscription that dropped and came back between two reads) is made up for.
+        self.flushes = self.flushes.wrapping_add(1);
+        if self.flushes % RESYNC_EVERY == 0 {
+            let shared = self.shared.clone();
+            if let Some(states) = shared.call(shared.store.load()).await {
+                for s in &states {
+                    shared.adopt(s);
+                }
+            }
         }
         if let Some(window) = self.shared_window {
             self.flush_window(window).await;
