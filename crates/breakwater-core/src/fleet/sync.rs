@@ -443,7 +443,7 @@ impl Writer {
         // Every tenth flush the stored states are read again: a message lost on its way
         // (a subscription that dropped and came back between two reads) is made up for.
         self.flushes = self.flushes.wrapping_add(1);
-        if self.flushes % RESYNC_EVERY == 0 {
+        if self.flushes.is_multiple_of(RESYNC_EVERY) {
             let shared = self.shared.clone();
             if let Some(states) = shared.call(shared.store.load()).await {
                 for s in &states {
