@@ -9,7 +9,6 @@
 //!
 //! Run with `cargo bench --bench tower`.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -36,6 +35,7 @@ mod support;
 mod floor;
 
 use support::config;
+use support::service::inner;
 
 /// Polls a service once, with a no-op waker: enough for services that answer at once.
 fn drive<S, B>(svc: &mut S, uri: &Uri) -> bool
@@ -51,16 +51,6 @@ where
     *req.uri_mut() = uri.clone();
     let mut fut = pin!(svc.call(req));
     matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
-}
-
-#[allow(clippy::type_complexity)]
-fn inner() -> impl Service<
-    Request<()>,
-    Response = Response<Empty<Bytes>>,
-    Error = Infallible,
-    Future = std::future::Ready<Result<Response<Empty<Bytes>>, Infallible>>,
-> + Clone {
-    tower::service_fn(|_req: Request<()>| std::future::ready(Ok(Response::new(Empty::new()))))
 }
 
 fn path_key(req: &Request<()>, buf: &mut String) {
