@@ -87,7 +87,7 @@ fn median<T: Copy>(mut v: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) ->
 }
 
 /// `BREAKWATER_BENCH_ONLY=bare|gateway`: only `BREAKWATER_BENCH_REQUESTS` requests to that
-/// target, after a warm-up of as many, on one thread, for counting instructions under
+/// target (`GET /api/items/5`, or `BREAKWATER_BENCH_PATH`), after a warm-up of as many, on one thread, for counting instructions under
 /// callgrind (the difference between two counts with different request numbers, divided by
 /// twice the difference of the numbers, is the cost per request).
 async fn only(target: &str, path: &str, requests: usize, bare: SocketAddr, gw: SocketAddr) {
@@ -123,7 +123,9 @@ fn main() {
         .unwrap();
         let bare = gateway::start_bare(upstream).await.unwrap();
         if let Ok(target) = std::env::var("BREAKWATER_BENCH_ONLY") {
-            only(&target, "/api/items/5", requests, bare, gw.addr).await;
+            let path = std::env::var("BREAKWATER_BENCH_PATH");
+            let path = path.as_deref().unwrap_or("/api/items/5");
+            only(&target, path, requests, bare, gw.addr).await;
             return;
         }
         println!("{rounds} pairs of rounds of {requests} requests, {IN_FLIGHT} in flight");
