@@ -566,14 +566,6 @@ impl Guards {
             .map(|(_, l)| RateLimitLayer::new(l.clone()).trusted(self.trusted.clone()))
     }
 
-    /// `router` with its group's rate limit, if it has one.
-    fn limit<S: Clone + Send + Sync + 'static>(&self, group: &str, router: Router<S>) -> Router<S> {
-        match self.layer(group) {
-            Some(layer) => router.route_layer(layer),
-            None => router,
-        }
-    }
-
     fn collector(&self) -> GuardCollector {
         let mut c = GuardCollector::new().auth("auth", &self.auth);
         for (group, limit) in &self.limits {
