@@ -10,7 +10,8 @@
 //!
 //! Each `run_*` function makes 100,000 calls; divide its inclusive count by 100,000.
 //! `run_map_response_only` is a layer that only changes the response body type, for scale;
-//! `run_floor` and `run_floor_owned` are the least a breaker layer can do (`support/floor.rs`);
+//! `run_floor` and `run_floor_owned` are the least a breaker layer can do, `run_floor_keyed`
+//! the least a keyed one can (`support/floor.rs`);
 //! `run_layer_keyed` is the per-endpoint layer on one live key (the path);
 //! `run_engine_slow_call_timing` is acquire + success under a slow-call policy (coarse clock),
 //! `run_engine_slow_call_learned` the same with the threshold learned (each call's duration
@@ -87,7 +88,8 @@ http_runs!(
     run_layer_keyed,
     run_map_response_only,
     run_floor,
-    run_floor_owned
+    run_floor_owned,
+    run_floor_keyed
 );
 
 /// As `http_runs!`, with an `Empty` request body (the fallback layer needs a `Body`).
@@ -195,6 +197,7 @@ fn main() {
     run_layer_single(&mut single, &uri);
     run_floor(&mut floor::Floor::<_, false>::new(inner), &uri);
     run_floor_owned(&mut floor::Floor::<_, true>::new(inner), &uri);
+    run_floor_keyed(&mut floor::FloorKeyed::new(inner, uri.path()), &uri);
     let registry = breakwater::Registry::new();
     let family = registry.family("bench", breakwater::FamilyOptions::new(Config::default()));
     let path_key = |req: &Request<()>, buf: &mut String| buf.push_str(req.uri().path());

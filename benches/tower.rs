@@ -83,6 +83,11 @@ fn layer(c: &mut Criterion) {
         b.iter(|| black_box(drive(&mut floor_owned, &uri)))
     });
 
+    let mut floor_keyed = floor::FloorKeyed::new(inner(), uri.path());
+    g.bench_function("floor_keyed", |b| {
+        b.iter(|| black_box(drive(&mut floor_keyed, &uri)))
+    });
+
     let mut single =
         CircuitBreakerLayer::new(CircuitBreaker::new("bench", config())).layer(inner());
     g.bench_function("breakwater_single", |b| {
@@ -142,6 +147,7 @@ fn layer(c: &mut Criterion) {
             ("map_response_body_only", &mut row(&mut mapped, &uri)),
             ("floor", &mut row(&mut floor, &uri)),
             ("floor_owned", &mut row(&mut floor_owned, &uri)),
+            ("floor_keyed", &mut row(&mut floor_keyed, &uri)),
             ("breakwater_single", &mut row(&mut single, &uri)),
             ("breakwater_keyed_1_key", &mut row(&mut one_key, &uri)),
             ("tower_resilience", &mut row(&mut tr, &uri)),

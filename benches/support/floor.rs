@@ -80,3 +80,57 @@ where
         Poll::Ready(Ok(res))
     }
 }
+
+/// For scale: the least a keyed breaker layer can do per call, the same as [`Floor`] with
+/// `OWNED` plus what any keyed layer must add: write the request's key (its path) into a
+/// buffer the service reuses, find the key's counter in a concurrent map with lock-free reads
+/// (papaya, hashed with foldhash, as the family's members are), and clone that counter's
+/// reference for the future in `call`, the request in hand. No states, no window, no overflow.
+pub(crate) struct FloorKeyed<S> {
+    inner: S,
+    map: Arc<papaya::HashMap<Box<str>, Arc<AtomicU64>, foldhash::fast::RandomState>>,
+    buf: String,
+}
+
+impl<S> FloorKeyed<S> {
+    /// With one counter, for `key`.
+    pub(crate) fn new(inner: S, key: &str) -> Self {
+        let map = papaya::HashMap::with_hasher(foldhash::fast::RandomState::default());
+        map.pin()
+            .insert(Box::from(key), Arc::new(AtomicU64::new(0)));
+        Self {
+            inner,
+            map: Arc::new(map),
+            buf: String::new(),
+        }
+    }
+}
+
+impl<S, B, ReqB> Service<http::Request<ReqB>> for FloorKeyed<S>
+where
+    S: Service<http::Request<ReqB>, Response = Response<B>, Error = Infallible, Future: Unpin>,
+{
+    type Response = Response<B>;
+    type Error = BoxError;
+    type Future = FloorFuture<S::Future>;
+
+    #[inline(always)]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    #[inline(always)]
+    fn call(&mut self, req: http::Request<ReqB>) -> Self::Future {
+        self.buf.clear();
+        self.buf.push_str(req.uri().path());
+        let owned = self.map.pin().get(self.buf.as_str()).cloned();
+        FloorFuture {
+            inner: self.inner.call(req),
+            owned,
+            unowned: &UNKNOWN_KEY,
+        }
+    }
+}
+
+/// Where a key the map does not hold is counted.
+static UNKNOWN_KEY: AtomicU64 = AtomicU64::new(0);

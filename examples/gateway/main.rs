@@ -95,14 +95,17 @@ pub(crate) use sim::{Simulation, start_simulation};
 
 // ----- the proxy -----
 
+/// The proxy handler's state, shared (a route's service is cloned for every request).
 #[derive(Clone)]
-struct Proxy {
+struct Proxy(Arc<ProxyState>);
+
+struct ProxyState {
     client: Client<HttpConnector, Body>,
     upstream: Uri,
     max_body_bytes: u64,
 }
 
-async fn proxy(AxState(p): AxState<Proxy>, req: Request) -> Response {
+async fn proxy(AxState(Proxy(p)): AxState<Proxy>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let too_large = || {
         ApiError::new(
@@ -249,11 +252,11 @@ impl RouteLimits {
 /// The gateway's API routes without any layer: what the gateway would be without Breakwater
 /// (the same router, handler, client and server), for comparisons.
 pub(crate) async fn start_bare(upstream: Uri) -> std::io::Result<SocketAddr> {
-    let proxy_state = Proxy {
+    let proxy_state = Proxy(Arc::new(ProxyState {
         client: Client::builder(TokioExecutor::new()).build_http(),
         upstream,
         max_body_bytes: Options::default().max_body_bytes,
-    };
+    }));
     let api = Router::new()
         .route("/items", get(proxy))
         .route("/items/{id}", get(proxy))
@@ -302,11 +305,11 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         .for_axum();
     let fallback_stats = fallback.stats();
 
-    let proxy_state = Proxy {
+    let proxy_state = Proxy(Arc::new(ProxyState {
         client: Client::builder(TokioExecutor::new()).build_http(),
         upstream: upstream.clone(),
         max_body_bytes: options.max_body_bytes,
-    };
+    }));
     let guards = Guards::new(&options).map_err(std::io::Error::other)?;
     // Each route's whole stack, outermost first: the fallback, the upstream's breaker, the
     // group's rate limit (with `--rate-limit`), the auth guard (auth routes), the route's own
