@@ -99,7 +99,7 @@ fn layer(c: &mut Criterion) {
         let registry = Registry::new();
         let family = registry.family("bench-one", FamilyOptions::new(config()));
         family.get(uri.path());
-        CircuitBreakerLayer::keyed(family, path_key as fn(&Request<()>, &mut String)).layer(inner())
+        CircuitBreakerLayer::keyed(family, path_key).layer(inner())
     };
     let mut one_key = one_key;
     for keys in [1usize, 1_000, 100_000] {
@@ -111,9 +111,7 @@ fn layer(c: &mut Criterion) {
         for u in &uris {
             family.get(u.path());
         }
-        let mut keyed =
-            CircuitBreakerLayer::keyed(family, path_key as fn(&Request<()>, &mut String))
-                .layer(inner());
+        let mut keyed = CircuitBreakerLayer::keyed(family, path_key).layer(inner());
         let mut i = 0usize;
         g.bench_function(format!("breakwater_keyed_{keys}_keys"), |b| {
             b.iter(|| {

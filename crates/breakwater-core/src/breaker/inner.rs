@@ -23,7 +23,7 @@ use crate::state::{
     pack, state_of,
 };
 use crate::stats::{Histogram, TransitionCount};
-use crate::sync::{AtomicU8, AtomicU64, Mutex, MutexGuard};
+use crate::sync::{AtomicBool, AtomicU8, AtomicU64, Mutex, MutexGuard};
 use crate::window::count::{CountWindow, Padded};
 use crate::window::time::TimeWindow;
 use crate::window::{Call, Counts, Window};
@@ -40,6 +40,8 @@ pub(super) struct Hot {
     pub(super) half_open_since: AtomicU64,
     pub(super) consecutive_failures: AtomicU64,
     pub(super) tuning: Tuning,
+    /// Removed from its keyed family (idle); beside the state, which every call reads.
+    pub(super) evicted: AtomicBool,
 }
 
 /// Lifetime counters and times, on their own cache line.
@@ -121,6 +123,7 @@ impl Inner {
                 half_open_since: AtomicU64::new(0),
                 consecutive_failures: AtomicU64::new(0),
                 tuning: Tuning::new(&config),
+                evicted: AtomicBool::new(false),
             }),
             half_open: Padded(HalfOpen::default()),
             window,

@@ -417,6 +417,38 @@ impl CircuitBreaker {
         Arc::strong_count(&self.inner)
     }
 
+    /// Whether its [`KeyedFamily`](crate::KeyedFamily) evicted it (idle): the key then has a
+    /// new member, or none yet, and this one sees no more calls through the family. A handle
+    /// kept to skip the family's lookup is valid while this is false. One atomic load.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use breakwater::{Config, FamilyOptions, ManualClock, Registry};
+    ///
+    /// let clock = ManualClock::new();
+    /// let registry = Registry::builder().clock(clock.clone()).build();
+    /// let family = registry.family(
+    ///     "hosts",
+    ///     FamilyOptions::new(Config::default()).idle_eviction(Duration::from_secs(60)),
+    /// );
+    /// let kept = family.get("a.example");
+    /// assert!(!kept.is_evicted());
+    /// family.evict_idle(); // the first sweep notes each member's activity
+    /// clock.advance(Duration::from_secs(61));
+    /// family.evict_idle();
+    /// assert!(kept.is_evicted());
+    /// assert!(!family.get("a.example").ptr_eq(&kept));
+    /// ```
+    #[inline]
+    pub fn is_evicted(&self) -> bool {
+        self.inner.hot.0.evicted.load(Ordering::Acquire)
+    }
+
+    /// Marks it evicted from its family.
+    pub(crate) fn mark_evicted(&self) {
+        self.inner.hot.0.evicted.store(true, Ordering::Release);
+    }
+
     /// Whether both handles are the same breaker.
     pub fn ptr_eq(&self, other: &CircuitBreaker) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

@@ -267,7 +267,9 @@ fn sweep<G: papaya::Guard>(
         .map(|(k, _)| k.clone())
         .collect();
     for key in &idle_keys {
-        members.remove(key);
+        if let Some(m) = members.remove(key) {
+            m.breaker.mark_evicted();
+        }
     }
     idle_keys.len()
 }

@@ -1,4 +1,5 @@
 use std::cell::Cell;
+use std::sync::{Arc, OnceLock};
 
 use breakwater_core::{CircuitBreaker, KeyedFamily, OwnedPermit};
 use http::Request;
@@ -52,17 +53,42 @@ impl<B> BreakerSource<B> for Single {
 /// the service reuses, so a known key costs no allocation. A clone starts without a buffer and
 /// borrows one kept per thread, which it gives back when dropped: services cloned for every
 /// request (as axum's router and hyper's server clone them) allocate nothing either.
+///
+/// A keyed layer remembers the first key served through it (by any of the services it makes,
+/// or their clones) and that key's breaker: while a request's key is that one and its breaker
+/// has not been evicted (idle), the breaker is used without the family's map (no hashing, no
+/// map guard). Other keys, and that key once its breaker was evicted, go through the map. A
+/// layer per route (as the gateway example builds its routes) gives each route that path.
 #[derive(Debug)]
 pub struct Keyed<F> {
-    pub(crate) family: KeyedFamily,
+    shared: Arc<KeyedShared>,
     pub(crate) key: F,
     buf: String,
 }
 
+#[derive(Debug)]
+struct KeyedShared {
+    family: KeyedFamily,
+    first: OnceLock<Remembered>,
+}
+
+/// The first key a service served, and its breaker (the key's member until it is evicted).
+#[derive(Debug)]
+struct Remembered {
+    key: Box<str>,
+    breaker: CircuitBreaker,
+}
+
+/// The longest key a service remembers (it keeps a copy).
+const REMEMBERED_KEY_LEN: usize = 256;
+
 impl<F> Keyed<F> {
     pub(crate) fn new(family: KeyedFamily, key: F) -> Self {
         Self {
-            family,
+            shared: Arc::new(KeyedShared {
+                family,
+                first: OnceLock::new(),
+            }),
             key,
             buf: String::new(),
         }
@@ -71,7 +97,11 @@ impl<F> Keyed<F> {
 
 impl<F: Clone> Clone for Keyed<F> {
     fn clone(&self) -> Self {
-        Self::new(self.family.clone(), self.key.clone())
+        Self {
+            shared: self.shared.clone(),
+            key: self.key.clone(),
+            buf: String::new(),
+        }
     }
 }
 
@@ -106,9 +136,32 @@ impl<B, F: KeyFn<B>> BreakerSource<B> for Keyed<F> {
         }
         self.buf.clear();
         self.key.key(req, &mut self.buf);
-        let acquired = self.family.with(&self.buf, permit_of);
+        let shared = &*self.shared;
+        let acquired = match shared.first.get() {
+            Some(r) if *r.key == *self.buf && !r.breaker.is_evicted() => permit_of(&r.breaker),
+            Some(_) => shared.family.with(&self.buf, permit_of),
+            None => shared.remember(&self.buf),
+        };
         if self.buf.capacity() > KEEP_KEY_BUFFER {
             self.buf = String::new();
+        }
+        acquired
+    }
+}
+
+impl KeyedShared {
+    /// The first key's permit, its breaker remembered (unless the key is long, or its breaker
+    /// is the family's overflow breaker, which is never evicted while keys come and go).
+    #[cold]
+    #[inline(never)]
+    fn remember(&self, key: &str) -> Result<OwnedPermit, CircuitOpen> {
+        let breaker = self.family.get(key);
+        let acquired = permit_of(&breaker);
+        if key.len() <= REMEMBERED_KEY_LEN && !breaker.ptr_eq(self.family.overflow()) {
+            let _ = self.first.set(Remembered {
+                key: Box::from(key),
+                breaker,
+            });
         }
         acquired
     }
@@ -195,7 +248,9 @@ impl<B> KeyFn<B> for MethodAndRoute {
 
 #[cfg(test)]
 mod tests {
-    use breakwater_core::{Config, FamilyOptions, Registry};
+    use std::time::Duration;
+
+    use breakwater_core::{Config, FamilyOptions, ManualClock, Registry};
 
     use super::*;
 
@@ -219,7 +274,73 @@ mod tests {
         let mut second = keyed().clone();
         second.acquire(&request("/b")).unwrap().success();
         assert_eq!(second.buf.as_ptr(), ptr);
-        assert_eq!(second.family.len(), 1);
+        assert_eq!(second.shared.family.len(), 1);
+    }
+
+    #[test]
+    fn a_service_remembers_its_first_key_until_a_member_is_evicted() {
+        let clock = ManualClock::new();
+        let registry = Registry::builder().clock(clock.clone()).build();
+        let options = FamilyOptions::new(Config::default()).idle_eviction(Duration::from_secs(60));
+        let family = registry.family("t", options);
+        let mut k = Keyed::new(family.clone(), |req: &Request<()>, buf: &mut String| {
+            buf.push_str(req.uri().path())
+        });
+        k.acquire(&request("/a")).unwrap().success();
+        let first = family.get_existing("/a").unwrap();
+        assert!(k.shared.first.get().unwrap().breaker.ptr_eq(&first));
+        // Another key goes through the map; the first stays remembered.
+        k.acquire(&request("/b")).unwrap().success();
+        k.acquire(&request("/a")).unwrap().success();
+        assert_eq!(first.snapshot().window.successful_calls, 2);
+        // "/a" idle and evicted: the next call makes and uses its new member, not the old one.
+        family.evict_idle();
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(family.evict_idle(), 2);
+        k.acquire(&request("/a")).unwrap().success();
+        let second = family.get_existing("/a").expect("made again");
+        assert!(!second.ptr_eq(&first));
+        assert_eq!(second.snapshot().window.successful_calls, 1);
+        assert_eq!(first.snapshot().window.successful_calls, 2);
+    }
+
+    #[test]
+    fn a_key_sent_to_the_overflow_breaker_is_not_remembered() {
+        let clock = ManualClock::new();
+        let registry = Registry::builder().clock(clock.clone()).build();
+        let options = FamilyOptions::new(Config::default())
+            .max_keys(1)
+            .idle_eviction(Duration::from_secs(60));
+        let family = registry.family("t", options);
+        let path = |req: &Request<()>, buf: &mut String| buf.push_str(req.uri().path());
+        let (mut a, mut b) = (
+            Keyed::new(family.clone(), path),
+            Keyed::new(family.clone(), path),
+        );
+        a.acquire(&request("/x")).unwrap().success();
+        b.acquire(&request("/y")).unwrap().success();
+        assert_eq!(family.overflow().snapshot().window.successful_calls, 1);
+        family.evict_idle();
+        clock.advance(Duration::from_secs(61));
+        // "/y" finds room: "/x" is idle and swept to make it.
+        b.acquire(&request("/y")).unwrap().success();
+        let y = family.get_existing("/y").expect("a member of its own");
+        assert_eq!(y.snapshot().window.successful_calls, 1);
+        assert_eq!(family.overflow().snapshot().window.successful_calls, 1);
+    }
+
+    #[test]
+    fn clones_share_the_remembered_key() {
+        let family = Registry::new().family("t", FamilyOptions::new(Config::default()));
+        let layer_source = Keyed::new(family, |req: &Request<()>, buf: &mut String| {
+            buf.push_str(req.uri().path())
+        });
+        let (mut a, mut b) = (layer_source.clone(), layer_source.clone());
+        a.acquire(&request("/a")).unwrap().success();
+        b.acquire(&request("/b")).unwrap().success();
+        for k in [&layer_source, &a, &b] {
+            assert_eq!(&*k.shared.first.get().unwrap().key, "/a");
+        }
     }
 
     #[test]
