@@ -72,14 +72,14 @@ struct KeyedShared {
     first: OnceLock<Remembered>,
 }
 
-/// The first key a service served, and its breaker (the key's member until it is evicted).
+/// The first key served through a layer, and its breaker (the key's member until evicted).
 #[derive(Debug)]
 struct Remembered {
     key: Box<str>,
     breaker: CircuitBreaker,
 }
 
-/// The longest key a service remembers (it keeps a copy).
+/// The longest key a layer remembers (it keeps a copy).
 const REMEMBERED_KEY_LEN: usize = 256;
 
 impl<F> Keyed<F> {
@@ -278,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn a_service_remembers_its_first_key_until_a_member_is_evicted() {
+    fn the_first_key_is_remembered_until_its_breaker_is_evicted() {
         let clock = ManualClock::new();
         let registry = Registry::builder().clock(clock.clone()).build();
         let options = FamilyOptions::new(Config::default()).idle_eviction(Duration::from_secs(60));
