@@ -9,11 +9,8 @@
 //!
 //! Run with `cargo bench --bench tower`.
 
-use std::future::Future;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -37,20 +34,16 @@ mod floor;
 use support::config;
 use support::service::inner;
 
-/// Polls a service once, with a no-op waker: enough for services that answer at once.
+/// [`support::service::drive`] with a request for `uri`.
 fn drive<S, B>(svc: &mut S, uri: &Uri) -> bool
 where
     S: Service<Request<()>, Response = Response<B>>,
 {
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(Ok(())) => {}
-        _ => return false,
-    }
-    let mut req = Request::new(());
-    *req.uri_mut() = uri.clone();
-    let mut fut = pin!(svc.call(req));
-    matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
+    support::service::drive_with(svc, |()| {
+        let mut req = Request::new(());
+        *req.uri_mut() = uri.clone();
+        req
+    })
 }
 
 fn path_key(req: &Request<()>, buf: &mut String) {

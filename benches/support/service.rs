@@ -18,12 +18,21 @@ pub(crate) fn drive<S, B>(svc: &mut S) -> bool
 where
     S: Service<Request<()>, Response = Response<B>>,
 {
+    drive_with(svc, Request::new)
+}
+
+/// [`drive`] with the request `request` makes (once the service is ready).
+#[inline(always)]
+pub(crate) fn drive_with<S, B>(svc: &mut S, request: impl FnOnce(()) -> Request<()>) -> bool
+where
+    S: Service<Request<()>, Response = Response<B>>,
+{
     let mut cx = Context::from_waker(Waker::noop());
     match svc.poll_ready(&mut cx) {
         Poll::Ready(Ok(())) => {}
         _ => return false,
     }
-    let mut fut = pin!(svc.call(Request::new(())));
+    let mut fut = pin!(svc.call(request(())));
     matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_)))
 }
 
