@@ -12,7 +12,8 @@
 //! `run_map_response_only` is a layer that only changes the response body type, for scale;
 //! `run_floor` and `run_floor_owned` are the least a breaker layer can do, `run_floor_keyed`
 //! the least a keyed one can (`support/floor.rs`);
-//! `run_layer_keyed` is the per-endpoint layer on one live key (the path);
+//! `run_layer_keyed` is the per-endpoint layer on one live key (the path, `GrpcMethod`,
+//! compared in place), `run_layer_keyed_written` the same with the key written by a closure;
 //! `run_engine_slow_call_timing` is acquire + success under a slow-call policy (coarse clock),
 //! `run_engine_slow_call_learned` the same with the threshold learned (each call's duration
 //! counted in a latency bucket), `run_engine_recorded_durations` the same with the duration
@@ -86,6 +87,7 @@ http_runs!(
     run_bare_service,
     run_layer_single,
     run_layer_keyed,
+    run_layer_keyed_written,
     run_map_response_only,
     run_floor,
     run_floor_owned,
@@ -200,9 +202,12 @@ fn main() {
     run_floor_keyed(&mut floor::FloorKeyed::new(inner, uri.path()), &uri);
     let registry = breakwater::Registry::new();
     let family = registry.family("bench", breakwater::FamilyOptions::new(Config::default()));
-    let path_key = |req: &Request<()>, buf: &mut String| buf.push_str(req.uri().path());
-    let mut keyed = CircuitBreakerLayer::keyed(family, path_key).layer(inner);
+    let mut keyed =
+        CircuitBreakerLayer::keyed(family.clone(), breakwater_tower::GrpcMethod).layer(inner);
     run_layer_keyed(&mut keyed, &uri);
+    let path_key = |req: &Request<()>, buf: &mut String| buf.push_str(req.uri().path());
+    let mut written = CircuitBreakerLayer::keyed(family, path_key).layer(inner);
+    run_layer_keyed_written(&mut written, &uri);
     run_engine_permit(&cb);
     let slow = Config::builder()
         .slow_call_rate_threshold(100.0)

@@ -57,7 +57,8 @@ impl<B> BreakerSource<B> for Single {
 /// A keyed layer remembers the first key served through it (by any of the services it makes,
 /// or their clones) and that key's breaker: while a request's key is that one and its breaker
 /// has not been evicted (idle), the breaker is used without the family's map (no hashing, no
-/// map guard). Other keys, and that key once its breaker was evicted, go through the map. A
+/// map guard) and, with a key function that tells keys in place ([`KeyFn::is_key`]), without
+/// writing the key. Other keys, and that key once its breaker was evicted, go through the map. A
 /// layer per route (as the gateway example builds its routes) gives each route that path.
 #[derive(Debug)]
 pub struct Keyed<F> {
@@ -131,6 +132,23 @@ impl<B, F: KeyFn<B>> BreakerSource<B> for Keyed<F> {
 
     #[inline]
     fn acquire(&mut self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen> {
+        if let Some(r) = self.shared.first.get()
+            && self.key.is_key(req, &r.key) == Some(true)
+            && !r.breaker.is_evicted()
+        {
+            return permit_of(&r.breaker);
+        }
+        self.acquire_written(req)
+    }
+}
+
+impl<F> Keyed<F> {
+    /// The request's breaker found by its key written into the buffer.
+    #[inline]
+    fn acquire_written<B>(&mut self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen>
+    where
+        F: KeyFn<B>,
+    {
         if self.buf.capacity() == 0 {
             self.buf = KEY.try_with(Cell::take).unwrap_or_default();
         }
@@ -170,10 +188,47 @@ impl KeyedShared {
 /// Writes a request's key into `buf` (which arrives empty).
 ///
 /// Provided: [`GrpcMethod`], [`Authority`], [`RawPath`], [`MethodAndRoute`] (with the `axum`
-/// feature), and any `Fn(&Request<B>, &mut String) + Clone`.
+/// feature), and any `Fn(&Request<B>, &mut String) + Clone`. The provided ones also tell a
+/// key in place ([`is_key`](KeyFn::is_key)), so a request with the layer's remembered key
+/// writes nothing; a closure's key is written for every request.
 pub trait KeyFn<B>: Clone {
     /// Writes the key.
     fn key(&self, req: &Request<B>, buf: &mut String);
+
+    /// Whether the request's key is `key`, told without writing it; `None` (the default) when
+    /// this key function cannot tell (then the key is written and compared). The layer asks it
+    /// for the key it remembers, so the usual request costs no write.
+    ///
+    /// ```
+    /// use breakwater_tower::KeyFn;
+    /// use http::Request;
+    ///
+    /// /// The first path segment (`/users/7` → `users`).
+    /// #[derive(Clone)]
+    /// struct Section;
+    ///
+    /// fn section<B>(req: &Request<B>) -> &str {
+    ///     req.uri().path().trim_start_matches('/').split('/').next().unwrap_or("")
+    /// }
+    ///
+    /// impl<B> KeyFn<B> for Section {
+    ///     fn key(&self, req: &Request<B>, buf: &mut String) {
+    ///         buf.push_str(section(req));
+    ///     }
+    ///
+    ///     fn is_key(&self, req: &Request<B>, key: &str) -> Option<bool> {
+    ///         Some(section(req) == key)
+    ///     }
+    /// }
+    ///
+    /// let req = Request::get("/users/7").body(()).unwrap();
+    /// assert_eq!(Section.is_key(&req, "users"), Some(true));
+    /// ```
+    #[inline]
+    fn is_key(&self, req: &Request<B>, key: &str) -> Option<bool> {
+        let _ = (req, key);
+        None
+    }
 }
 
 impl<B, F> KeyFn<B> for F
@@ -193,6 +248,11 @@ impl<B> KeyFn<B> for GrpcMethod {
     fn key(&self, req: &Request<B>, buf: &mut String) {
         buf.push_str(req.uri().path());
     }
+
+    #[inline]
+    fn is_key(&self, req: &Request<B>, key: &str) -> Option<bool> {
+        Some(req.uri().path() == key)
+    }
 }
 
 /// The host (per host, for clients): the URI's authority, else the `Host` header.
@@ -201,17 +261,24 @@ pub struct Authority;
 
 impl<B> KeyFn<B> for Authority {
     fn key(&self, req: &Request<B>, buf: &mut String) {
-        match req.uri().authority() {
-            Some(a) => buf.push_str(a.as_str()),
-            None => match req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-            {
-                Some(h) => buf.push_str(h),
-                None => buf.push_str("<no host>"),
-            },
-        }
+        buf.push_str(host(req));
+    }
+
+    #[inline]
+    fn is_key(&self, req: &Request<B>, key: &str) -> Option<bool> {
+        Some(host(req) == key)
+    }
+}
+
+/// The URI's authority, else the `Host` header, else `<no host>`.
+fn host<B>(req: &Request<B>) -> &str {
+    match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("<no host>"),
     }
 }
 
@@ -226,6 +293,20 @@ impl<B> KeyFn<B> for RawPath {
         buf.push(' ');
         buf.push_str(req.uri().path());
     }
+
+    #[inline]
+    fn is_key(&self, req: &Request<B>, key: &str) -> Option<bool> {
+        Some(is_joined(key, req.method().as_str(), req.uri().path()))
+    }
+}
+
+/// Whether `key` is `first`, a space, then `second`.
+#[inline]
+fn is_joined(key: &str, first: &str, second: &str) -> bool {
+    key.len() == first.len() + 1 + second.len()
+        && key.as_bytes()[first.len()] == b' '
+        && key.starts_with(first)
+        && key.ends_with(second)
 }
 
 /// Method and axum's matched route template (`GET /items/{id}`), never the raw path; requests
@@ -239,10 +320,22 @@ impl<B> KeyFn<B> for MethodAndRoute {
     fn key(&self, req: &Request<B>, buf: &mut String) {
         buf.push_str(req.method().as_str());
         buf.push(' ');
-        match req.extensions().get::<axum::extract::MatchedPath>() {
-            Some(p) => buf.push_str(p.as_str()),
-            None => buf.push_str("<unmatched>"),
-        }
+        buf.push_str(route(req));
+    }
+
+    #[inline]
+    fn is_key(&self, req: &Request<B>, key: &str) -> Option<bool> {
+        Some(is_joined(key, req.method().as_str(), route(req)))
+    }
+}
+
+/// The matched route template, or `<unmatched>`.
+#[cfg(feature = "axum")]
+#[inline]
+fn route<B>(req: &Request<B>) -> &str {
+    match req.extensions().get::<axum::extract::MatchedPath>() {
+        Some(p) => p.as_str(),
+        None => "<unmatched>",
     }
 }
 
@@ -351,5 +444,106 @@ mod tests {
         assert_eq!(k.buf.capacity(), 0);
         k.acquire(&request("/short")).unwrap().success();
         assert!(k.buf.capacity() > 0 && k.buf.capacity() <= KEEP_KEY_BUFFER);
+    }
+
+    /// The path as the key, told in place; counts the keys it writes.
+    #[derive(Clone, Default)]
+    struct CountedPath(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl<B> KeyFn<B> for CountedPath {
+        fn key(&self, req: &Request<B>, buf: &mut String) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            buf.push_str(req.uri().path());
+        }
+
+        fn is_key(&self, req: &Request<B>, key: &str) -> Option<bool> {
+            Some(req.uri().path() == key)
+        }
+    }
+
+    #[test]
+    fn the_remembered_key_told_in_place_is_not_written() {
+        let clock = ManualClock::new();
+        let registry = Registry::builder().clock(clock.clone()).build();
+        let options = FamilyOptions::new(Config::default()).idle_eviction(Duration::from_secs(60));
+        let family = registry.family("t", options);
+        let key = CountedPath::default();
+        let writes = || key.0.load(std::sync::atomic::Ordering::Relaxed);
+        let mut k = Keyed::new(family.clone(), key.clone());
+        for _ in 0..3 {
+            k.acquire(&request("/a")).unwrap().success();
+        }
+        assert_eq!(writes(), 1, "only the first call writes the key");
+        k.acquire(&request("/b")).unwrap().success();
+        assert_eq!(writes(), 2, "another key is written");
+        assert_eq!(
+            family
+                .get_existing("/a")
+                .unwrap()
+                .snapshot()
+                .window
+                .successful_calls,
+            3
+        );
+        // Evicted: "/a" is written again and its new member used.
+        family.evict_idle();
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(family.evict_idle(), 2);
+        k.acquire(&request("/a")).unwrap().success();
+        assert_eq!(writes(), 3);
+        assert_eq!(
+            family
+                .get_existing("/a")
+                .unwrap()
+                .snapshot()
+                .window
+                .successful_calls,
+            1
+        );
+    }
+
+    /// Each provided key function tells in place what it writes.
+    fn tells_what_it_writes<F: KeyFn<()>>(f: &F, req: &Request<()>, other: &Request<()>) {
+        let mut written = String::new();
+        f.key(req, &mut written);
+        assert_eq!(f.is_key(req, &written), Some(true), "{written:?}");
+        let mut other_key = String::new();
+        f.key(other, &mut other_key);
+        assert_eq!(f.is_key(other, &written), Some(written == other_key));
+        assert_eq!(f.is_key(req, &format!("{written}x")), Some(false));
+        assert_eq!(f.is_key(req, &written[..written.len() - 1]), Some(false));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn provided_key_functions_tell_what_they_write(
+            method in "(GET|POST|PUT|DELETE|PATCH|[A-Z]{1,8})",
+            path in "/[a-z0-9 ]{0,6}",
+            other_path in "/[a-z0-9 ]{0,6}",
+            host in proptest::option::of("[a-z]{1,5}(:[0-9]{1,4})?"),
+        ) {
+            let path = path.replace(' ', "%20");
+            let other_path = other_path.replace(' ', "%20");
+            let make = |method: &str, path: &str| {
+                let mut b = Request::builder().method(method).uri(path);
+                if let Some(h) = &host {
+                    b = b.header(http::header::HOST, h.as_str());
+                }
+                b.body(()).unwrap()
+            };
+            let req = make(&method, &path);
+            let other = make("GET", &other_path);
+            tells_what_it_writes(&GrpcMethod, &req, &other);
+            tells_what_it_writes(&RawPath, &req, &other);
+            tells_what_it_writes(&Authority, &req, &other);
+            #[cfg(feature = "axum")]
+            tells_what_it_writes(&MethodAndRoute, &req, &other);
+        }
+    }
+
+    #[test]
+    fn a_closure_cannot_tell_in_place() {
+        let f = |req: &Request<()>, buf: &mut String| buf.push_str(req.uri().path());
+        assert_eq!(KeyFn::is_key(&f, &request("/a"), "/a"), None);
     }
 }
