@@ -351,6 +351,41 @@ async fn stale_if_error_serves_the_last_good_answer_until_it_expires() {
 }
 
 #[tokio::test]
+async fn a_key_function_picks_the_entry_and_a_later_function_sees_the_request() {
+    let mut origin = Origin::start().await;
+    // The key ignores the query: any page of a path shares its entry.
+    let cache = StaleCache::builder()
+        .key(|parts| Some(parts.uri.path().to_owned()))
+        .build()
+        .unwrap();
+    let layer = FallbackLayer::new()
+        .on_errors()
+        .stale_if_error(cache.clone())
+        .function(|parts, _| Response::new(Bytes::from(format!("fn {}", parts.uri.path()))));
+    let svc = ServiceBuilder::new().layer(layer).service(body_client());
+    let base = origin.url("");
+    let get = |path: &str| {
+        let req = Request::get(format!("{base}{path}"))
+            .body(Body::empty())
+            .unwrap();
+        svc.clone().oneshot(req)
+    };
+    assert_eq!(
+        text(get("/items?page=1").await.unwrap()).await,
+        "GET /items?page=1"
+    );
+    assert_eq!(cache.len(), 1);
+    origin.kill().await;
+    let res = get("/items?page=2").await.unwrap();
+    assert_eq!(header(&res, X_FALLBACK).as_deref(), Some("stale"));
+    assert_eq!(text(res).await, "GET /items?page=1");
+    // Nothing kept for this path: the function answers from the request's head.
+    let res = get("/other?page=1").await.unwrap();
+    assert_eq!(header(&res, X_FALLBACK).as_deref(), Some("function"));
+    assert_eq!(text(res).await, "fn /other");
+}
+
+#[tokio::test]
 async fn private_and_credentialed_answers_are_not_cached() {
     let app = Router::new()
         .route(

@@ -1,5 +1,6 @@
 //! The last good response per request, for stale-if-error.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use breakwater_core::{Clock, ClockHandle, ConfigError};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, Version, header};
 use lru::LruCache;
 
 /// Default [`StaleCacheBuilder::max_entries`].
@@ -160,28 +161,43 @@ impl StaleCache {
         self.inner.lru.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the key is a [`key`](StaleCacheBuilder::key) function's (which reads the
+    /// request's `Parts`).
+    pub(crate) fn has_key_fn(&self) -> bool {
+        self.inner.key.is_some()
+    }
+
     /// The key of a request whose response may be cached, or `None`.
-    pub(crate) fn key_of(&self, parts: &Parts) -> Option<String> {
-        if parts.method != Method::GET && parts.method != Method::HEAD {
+    pub(crate) fn key_of(&self, parts: &Parts) -> Option<CacheKey> {
+        if !is_cached_method(&parts.method) {
             return None;
         }
         match &self.inner.key {
-            Some(f) => f(parts),
-            None => Some(default_key(parts)),
+            Some(f) => f(parts).map(CacheKey::Custom),
+            None => Some(CacheKey::of(&parts.method, &parts.uri)),
         }
+    }
+
+    /// The default key of a request whose response may be cached, read from its method and
+    /// URI (without a [`key`](StaleCacheBuilder::key) function), or `None`.
+    pub(crate) fn default_key_of(&self, method: &Method, uri: &Uri) -> Option<CacheKey> {
+        debug_assert!(!self.has_key_fn());
+        is_cached_method(method).then(|| CacheKey::of(method, uri))
     }
 
     /// Whether a good answer to `key` is to be recorded: not while the kept one is younger
     /// than `refresh_after` (it then counts as used, for the least-recently-used order).
-    pub(crate) fn needs_refresh(&self, key: &str) -> bool {
+    pub(crate) fn needs_refresh(&self, key: &CacheKey) -> bool {
         if self.inner.refresh_after.is_zero() {
             return true;
         }
         let now = self.inner.clock.now();
-        self.lock()
-            .map
-            .get(key)
-            .is_none_or(|e| now.saturating_sub(e.stored_at) >= self.inner.refresh_after)
+        key.with(|key| {
+            self.lock()
+                .map
+                .get(key)
+                .is_none_or(|e| now.saturating_sub(e.stored_at) >= self.inner.refresh_after)
+        })
     }
 
     /// Whether a response may be cached (its status and `Cache-Control`); `authorized` when the
@@ -248,16 +264,18 @@ impl StaleCache {
     }
 
     /// The fresh entry for `key`; an expired one is dropped.
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<Entry>> {
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
         let now = self.inner.clock.now();
-        let mut lru = self.lock();
-        let entry = lru.map.get(key)?.clone();
-        if now.saturating_sub(entry.stored_at) > self.inner.ttl {
-            lru.map.pop(key);
-            lru.bytes -= entry.size;
-            return None;
-        }
-        Some(entry)
+        key.with(|key| {
+            let mut lru = self.lock();
+            let entry = lru.map.get(key)?.clone();
+            if now.saturating_sub(entry.stored_at) > self.inner.ttl {
+                lru.map.pop(key);
+                lru.bytes -= entry.size;
+                return None;
+            }
+            Some(entry)
+        })
     }
 
     /// The stale answer from `entry`, marked as such.
@@ -282,18 +300,74 @@ impl StaleCache {
     }
 }
 
+fn is_cached_method(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
+}
+
+/// A request's key in the cache: the request's method and URI, written out as the default key
+/// only to look it up or to store an answer (so a request costs no allocation for it), or a
+/// [`key`](StaleCacheBuilder::key) function's key.
+#[derive(Debug, Clone)]
+pub(crate) enum CacheKey {
+    Default { method: Method, uri: Uri },
+    Custom(String),
+}
+
+/// A default key written out longer than this is not kept for the next (keys are short).
+const KEEP_KEY_BUFFER: usize = 4 * 1024;
+
+thread_local! {
+    /// The buffer default keys are written into for a lookup.
+    static KEY: Cell<String> = const { Cell::new(String::new()) };
+}
+
+impl CacheKey {
+    fn of(method: &Method, uri: &Uri) -> Self {
+        CacheKey::Default {
+            method: method.clone(),
+            uri: uri.clone(),
+        }
+    }
+
+    /// `f` with the key written out (a default key into a buffer kept per thread).
+    fn with<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        let (method, uri) = match self {
+            CacheKey::Custom(key) => return f(key),
+            CacheKey::Default { method, uri } => (method, uri),
+        };
+        let mut buf = KEY.try_with(Cell::take).unwrap_or_default();
+        buf.clear();
+        write_default_key(&mut buf, method, uri);
+        let r = f(&buf);
+        if buf.capacity() <= KEEP_KEY_BUFFER {
+            // Gone only while the thread is exiting: then the buffer is simply freed.
+            let _ = KEY.try_with(|k| k.set(buf));
+        }
+        r
+    }
+
+    /// The key written out, to store an answer under.
+    pub(crate) fn into_string(self) -> String {
+        match self {
+            CacheKey::Custom(key) => key,
+            CacheKey::Default { method, uri } => {
+                let mut key = String::new();
+                write_default_key(&mut key, &method, &uri);
+                key
+            }
+        }
+    }
+}
+
 /// `GET example.com/items?page=2`: method, authority when the URI has one, path and query.
-fn default_key(parts: &Parts) -> String {
-    let uri = &parts.uri;
+fn write_default_key(key: &mut String, method: &Method, uri: &Uri) {
     let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let authority = uri.authority().map_or("", |a| a.as_str());
-    let mut key =
-        String::with_capacity(parts.method.as_str().len() + 1 + authority.len() + pq.len());
-    key.push_str(parts.method.as_str());
+    key.reserve(method.as_str().len() + 1 + authority.len() + pq.len());
+    key.push_str(method.as_str());
     key.push(' ');
     key.push_str(authority);
     key.push_str(pq);
-    key
 }
 
 /// The declared `Content-Length`, if any.
@@ -433,20 +507,50 @@ mod tests {
             .0
     }
 
+    fn key(k: &str) -> CacheKey {
+        CacheKey::Custom(k.into())
+    }
+
     #[test]
     fn keys_are_method_authority_path_and_query() {
         let cache = StaleCache::new();
+        let written = |method: Method, uri: &str| {
+            let p = parts(method, uri);
+            let in_place = cache.default_key_of(&p.method, &p.uri);
+            let from_parts = cache.key_of(&p);
+            let mut seen = None;
+            if let Some(k) = &in_place {
+                k.with(|k| seen = Some(k.to_owned()));
+            }
+            assert_eq!(seen, in_place.map(CacheKey::into_string));
+            assert_eq!(seen, from_parts.map(CacheKey::into_string));
+            seen
+        };
         assert_eq!(
-            cache
-                .key_of(&parts(Method::GET, "http://a.test/items?page=2"))
-                .as_deref(),
+            written(Method::GET, "http://a.test/items?page=2").as_deref(),
             Some("GET a.test/items?page=2")
         );
-        assert_eq!(
-            cache.key_of(&parts(Method::HEAD, "/x")).as_deref(),
-            Some("HEAD /x")
+        assert_eq!(written(Method::HEAD, "/x").as_deref(), Some("HEAD /x"));
+        assert!(written(Method::POST, "/x").is_none());
+    }
+
+    #[test]
+    fn a_default_key_finds_what_was_stored_under_it() {
+        let cache = StaleCache::new();
+        let p = parts(Method::GET, "/items?page=2");
+        let k = cache.default_key_of(&p.method, &p.uri).unwrap();
+        assert!(cache.needs_refresh(&k));
+        cache.insert(
+            k.clone().into_string(),
+            StatusCode::OK,
+            Version::HTTP_11,
+            HeaderMap::new(),
+            Bytes::from_static(b"kept"),
         );
-        assert!(cache.key_of(&parts(Method::POST, "/x")).is_none());
+        assert!(!cache.needs_refresh(&k), "fresh for refresh_after");
+        assert_eq!(cache.get(&k).unwrap().body, "kept");
+        let other = parts(Method::GET, "/items?page=3");
+        assert!(cache.get(&cache.key_of(&other).unwrap()).is_none());
     }
 
     #[test]
@@ -468,10 +572,10 @@ mod tests {
         };
         put("GET /a");
         clock.advance(Duration::from_secs(10));
-        let entry = cache.get("GET /a").expect("fresh at the TTL");
+        let entry = cache.get(&key("GET /a")).expect("fresh at the TTL");
         assert_eq!(cache.response(&entry).headers()[header::AGE], "10");
         clock.advance(Duration::from_millis(1));
-        assert!(cache.get("GET /a").is_none());
+        assert!(cache.get(&key("GET /a")).is_none());
         assert_eq!(cache.len(), 0);
         assert_eq!(cache.bytes(), 0);
     }
@@ -493,7 +597,7 @@ mod tests {
                 Bytes::new(),
             );
         }
-        assert!(cache.get("a").is_some());
+        assert!(cache.get(&key("a")).is_some());
         cache.insert(
             "d".into(),
             StatusCode::OK,
@@ -501,7 +605,10 @@ mod tests {
             HeaderMap::new(),
             Bytes::new(),
         );
-        assert!(cache.get("b").is_none(), "b was the least recently used");
+        assert!(
+            cache.get(&key("b")).is_none(),
+            "b was the least recently used"
+        );
         assert_eq!(cache.len(), 3);
         cache.insert(
             "big".into(),
@@ -510,7 +617,7 @@ mod tests {
             HeaderMap::new(),
             Bytes::from(vec![0; 1_001]),
         );
-        assert!(cache.get("big").is_none(), "over max_body_bytes");
+        assert!(cache.get(&key("big")).is_none(), "over max_body_bytes");
     }
 
     #[test]

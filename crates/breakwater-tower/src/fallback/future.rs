@@ -16,7 +16,7 @@ use crate::error::{BoxError, CircuitOpen};
 /// What a call carries to its fallbacks.
 pub(crate) struct Ctx {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) saved: Option<Box<Saved>>,
+    pub(crate) saved: Option<Saved>,
     pub(crate) grpc: bool,
 }
 
@@ -186,7 +186,7 @@ fn success<B>(res: Response<B>, ctx: Ctx) -> Response<FallbackBody<B>> {
         (Some(cache), Some(key)) if saved.record && cache.admits(&res, saved.authorized) => {
             let recorder = Box::new(Recorder {
                 cache: cache.clone(),
-                key,
+                key: key.into_string(),
                 status: res.status(),
                 version: res.version(),
                 headers: res.headers().clone(),

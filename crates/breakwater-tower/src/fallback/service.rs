@@ -9,8 +9,9 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use super::body::FallbackBody;
+use super::cache::CacheKey;
 use super::future::{Ctx, ResponseFuture};
-use super::strategy::{BoxFuture, NoReplay, Saved, Shared};
+use super::strategy::{BoxFuture, Kept, NoReplay, Saved, Shared};
 use crate::circuit_breaker::is_grpc;
 use crate::error::BoxError;
 
@@ -86,7 +87,7 @@ impl<S, R> FallbackService<S, R> {
     }
 
     #[inline]
-    fn ctx(&self, saved: Option<Box<Saved>>, grpc: bool) -> Ctx {
+    fn ctx(&self, saved: Option<Saved>, grpc: bool) -> Ctx {
         Ctx {
             shared: self.shared.clone(),
             saved,
@@ -106,36 +107,59 @@ fn is_empty<B: Body>(body: &B) -> bool {
     body.is_end_stream() || body.size_hint().exact() == Some(0)
 }
 
-/// Splits off what the strategies need after the call. `replay` is the buffered body, or why
-/// there is none; `None` when the body was not looked at (then only an empty one replays).
+/// What the strategies need after the call. `replay` is the buffered body, or why there is
+/// none; `None` when the body was not looked at (then only an empty one replays). The request
+/// is split only when a strategy keeps its head or a key function reads it; else the cache
+/// key is read in place.
 fn prepare<B: Body>(
     shared: &Shared,
     req: Request<B>,
     replay: Option<Result<Bytes, NoReplay>>,
-) -> (Request<B>, Option<Box<Saved>>) {
+) -> (Request<B>, Option<Saved>) {
     if !shared.saves() {
         return (req, None);
     }
+    let stale = shared.stale.as_ref();
+    if !shared.keep_parts && stale.is_none_or(|c| !c.has_key_fn()) {
+        let cache_key = stale.and_then(|c| c.default_key_of(req.method(), req.uri()));
+        let saved = saved(shared, cache_key, req.headers(), None);
+        return (req, Some(saved));
+    }
     let (parts, body) = req.into_parts();
-    let cache_key = shared.stale.as_ref().and_then(|c| c.key_of(&parts));
-    let record = match (&shared.stale, &cache_key) {
-        (Some(cache), Some(key)) => cache.needs_refresh(key),
-        _ => false,
-    };
+    let cache_key = stale.and_then(|c| c.key_of(&parts));
     let replay = shared.has_backup().then(|| match replay {
         Some(r) => r,
         None if !is_empty(&body) => Err(NoReplay::BodyNotBuffered),
         None if is_idempotent(&parts.method) => Ok(Bytes::new()),
         None => Err(NoReplay::NotIdempotent),
     });
-    let saved = Saved {
-        authorized: cache_key.is_some() && parts.headers.contains_key(header::AUTHORIZATION),
+    let kept = shared.keep_parts.then(|| {
+        Box::new(Kept {
+            parts: parts.clone(),
+            replay,
+        })
+    });
+    let saved = saved(shared, cache_key, &parts.headers, kept);
+    (Request::from_parts(parts, body), Some(saved))
+}
+
+/// What a call keeps, with whether its answer is to be recorded under `cache_key`.
+fn saved(
+    shared: &Shared,
+    cache_key: Option<CacheKey>,
+    headers: &http::HeaderMap,
+    kept: Option<Box<Kept>>,
+) -> Saved {
+    let record = match (&shared.stale, &cache_key) {
+        (Some(cache), Some(key)) => cache.needs_refresh(key),
+        _ => false,
+    };
+    Saved {
+        authorized: cache_key.is_some() && headers.contains_key(header::AUTHORIZATION),
         cache_key,
         record,
-        replay,
-        parts: shared.keep_parts.then(|| parts.clone()),
-    };
-    (Request::from_parts(parts, body), Some(Box::new(saved)))
+        kept,
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for FallbackService<S, NoBodyReplay>

@@ -14,7 +14,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::{BoxCloneSyncService, ServiceExt};
 
 use super::body::FallbackBody;
-use super::cache::StaleCache;
+use super::cache::{CacheKey, StaleCache};
 use crate::classify::HttpFailures;
 use crate::error::{BoxError, CircuitOpen};
 
@@ -275,23 +275,28 @@ impl fmt::Display for NoReplay {
     }
 }
 
-/// What a call keeps for its fallbacks: allocated only when a strategy needs it.
+/// What a call keeps for its fallbacks, when a strategy needs anything.
 #[derive(Default)]
 pub(crate) struct Saved {
-    pub(crate) parts: Option<Parts>,
-    /// The request body for a replay, or why there is none.
-    pub(crate) replay: Option<Result<Bytes, NoReplay>>,
-    pub(crate) cache_key: Option<String>,
+    /// The request's head and body, for a function or a backup (boxed: only they need it).
+    pub(crate) kept: Option<Box<Kept>>,
+    pub(crate) cache_key: Option<CacheKey>,
     /// Whether a good answer is to be recorded under `cache_key` (the kept one is not fresh).
     pub(crate) record: bool,
     pub(crate) authorized: bool,
+}
+
+/// The request's head and, for a replay, its body (or why there is none).
+pub(crate) struct Kept {
+    pub(crate) parts: Parts,
+    pub(crate) replay: Option<Result<Bytes, NoReplay>>,
 }
 
 /// Everything the chain needs once the primary failed.
 pub(crate) struct Attempt<B> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) failure: Failure,
-    pub(crate) saved: Option<Box<Saved>>,
+    pub(crate) saved: Option<Saved>,
     pub(crate) grpc: bool,
     /// The dependency's own answer, returned when no strategy helps.
     pub(crate) original: Option<Response<B>>,
@@ -355,13 +360,15 @@ pub(crate) async fn run<B>(attempt: Attempt<B>) -> Response<FallbackBody<B>> {
                 return mark(fixed.response(), name).map(FallbackBody::full);
             }
             Strategy::Function(f) => {
-                let Some(parts) = &saved.parts else { continue };
+                let Some(Kept { parts, .. }) = saved.kept.as_deref() else {
+                    continue;
+                };
                 let res = f(parts, &failure).await;
                 shared.used(&failure, name);
                 return mark(res, name).map(FallbackBody::full);
             }
             Strategy::Stale(cache) => {
-                let entry = saved.cache_key.as_deref().and_then(|k| cache.get(k));
+                let entry = saved.cache_key.as_ref().and_then(|k| cache.get(k));
                 match entry {
                     Some(entry) => {
                         shared.used(&failure, name);
@@ -374,7 +381,11 @@ pub(crate) async fn run<B>(attempt: Attempt<B>) -> Response<FallbackBody<B>> {
                 }
             }
             Strategy::Backup(service) => {
-                let (Some(parts), Some(replay)) = (&saved.parts, &saved.replay) else {
+                let Some(Kept {
+                    parts,
+                    replay: Some(replay),
+                }) = saved.kept.as_deref()
+                else {
                     continue;
                 };
                 let body = match replay {
