@@ -167,37 +167,73 @@ impl StaleCache {
         self.inner.key.is_some()
     }
 
-    /// The key of a request whose response may be cached, or `None`.
-    pub(crate) fn key_of(&self, parts: &Parts) -> Option<CacheKey> {
+    /// What the cache holds for a request whose response may be cached (by its key, read from
+    /// `parts`), or `None`.
+    pub(crate) fn look_up_parts(&self, parts: &Parts) -> Option<Cached> {
         if !is_cached_method(&parts.method) {
             return None;
         }
         match &self.inner.key {
-            Some(f) => f(parts).map(CacheKey::Custom),
-            None => Some(CacheKey::of(&parts.method, &parts.uri)),
+            Some(f) => f(parts).map(|key| {
+                let cached = self.look_up_key(&key, String::new);
+                Cached {
+                    record: cached.record.map(|_| key),
+                    ..cached
+                }
+            }),
+            None => self.look_up(&parts.method, &parts.uri),
         }
     }
 
-    /// The default key of a request whose response may be cached, read from its method and
-    /// URI (without a [`key`](StaleCacheBuilder::key) function), or `None`.
-    pub(crate) fn default_key_of(&self, method: &Method, uri: &Uri) -> Option<CacheKey> {
-        debug_assert!(!self.has_key_fn());
-        is_cached_method(method).then(|| CacheKey::of(method, uri))
+    /// What the cache holds for a request whose response may be cached, by the default key
+    /// (method, authority, path and query; without a [`key`](StaleCacheBuilder::key)
+    /// function), or `None`. The key is written into a buffer kept per thread: a request
+    /// costs no allocation for it unless its answer is to be recorded.
+    pub(crate) fn look_up(&self, method: &Method, uri: &Uri) -> Option<Cached> {
+        if !is_cached_method(method) {
+            return None;
+        }
+        let mut buf = KEY.try_with(Cell::take).unwrap_or_default();
+        buf.clear();
+        write_default_key(&mut buf, method, uri);
+        let cached = self.look_up_key(&buf, || buf.clone());
+        if buf.capacity() <= KEEP_KEY_BUFFER {
+            // Gone only while the thread is exiting: then the buffer is simply freed.
+            let _ = KEY.try_with(|k| k.set(buf));
+        }
+        Some(cached)
     }
 
-    /// Whether a good answer to `key` is to be recorded: not while the kept one is younger
-    /// than `refresh_after` (it then counts as used, for the least-recently-used order).
-    pub(crate) fn needs_refresh(&self, key: &CacheKey) -> bool {
-        if self.inner.refresh_after.is_zero() {
-            return true;
-        }
+    /// The entry for `key` (an expired one is dropped), and `key` (from `owned`) when a good
+    /// answer is to be recorded: no entry, or one at least `refresh_after` old (a fresher one
+    /// counts as used, for the least-recently-used order).
+    fn look_up_key(&self, key: &str, owned: impl FnOnce() -> String) -> Cached {
         let now = self.inner.clock.now();
-        key.with(|key| {
-            self.lock()
-                .map
-                .get(key)
-                .is_none_or(|e| now.saturating_sub(e.stored_at) >= self.inner.refresh_after)
-        })
+        let entry = {
+            let mut lru = self.lock();
+            match lru.map.get(key) {
+                Some(e) if now.saturating_sub(e.stored_at) > self.inner.ttl => {
+                    let size = e.size;
+                    lru.map.pop(key);
+                    lru.bytes -= size;
+                    None
+                }
+                e => e.cloned(),
+            }
+        };
+        let refresh = entry.as_ref().is_none_or(|e| {
+            self.inner.refresh_after.is_zero()
+                || now.saturating_sub(e.stored_at) >= self.inner.refresh_after
+        });
+        Cached {
+            entry,
+            record: refresh.then(owned),
+        }
+    }
+
+    /// Whether `entry` may still be served (not older than the TTL).
+    pub(crate) fn is_fresh(&self, entry: &Entry) -> bool {
+        self.inner.clock.now().saturating_sub(entry.stored_at) <= self.inner.ttl
     }
 
     /// Whether a response may be cached (its status and `Cache-Control`); `authorized` when the
@@ -264,18 +300,10 @@ impl StaleCache {
     }
 
     /// The fresh entry for `key`; an expired one is dropped.
-    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
-        let now = self.inner.clock.now();
-        key.with(|key| {
-            let mut lru = self.lock();
-            let entry = lru.map.get(key)?.clone();
-            if now.saturating_sub(entry.stored_at) > self.inner.ttl {
-                lru.map.pop(key);
-                lru.bytes -= entry.size;
-                return None;
-            }
-            Some(entry)
-        })
+    #[cfg(test)]
+    fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        let cached = self.look_up_key(key, String::new);
+        cached.entry.filter(|e| self.is_fresh(e))
     }
 
     /// The stale answer from `entry`, marked as such.
@@ -304,13 +332,14 @@ fn is_cached_method(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD
 }
 
-/// A request's key in the cache: the request's method and URI, written out as the default key
-/// only to look it up or to store an answer (so a request costs no allocation for it), or a
-/// [`key`](StaleCacheBuilder::key) function's key.
-#[derive(Debug, Clone)]
-pub(crate) enum CacheKey {
-    Default { method: Method, uri: Uri },
-    Custom(String),
+/// What the cache held for a request when it started.
+#[derive(Default)]
+pub(crate) struct Cached {
+    /// The entry kept for the request's key (served if the call fails while it is fresh).
+    pub(crate) entry: Option<Arc<Entry>>,
+    /// The key to record a good answer under, when none is kept or the kept one is at least
+    /// `refresh_after` old.
+    pub(crate) record: Option<String>,
 }
 
 /// A default key written out longer than this is not kept for the next (keys are short).
@@ -319,44 +348,6 @@ const KEEP_KEY_BUFFER: usize = 4 * 1024;
 thread_local! {
     /// The buffer default keys are written into for a lookup.
     static KEY: Cell<String> = const { Cell::new(String::new()) };
-}
-
-impl CacheKey {
-    fn of(method: &Method, uri: &Uri) -> Self {
-        CacheKey::Default {
-            method: method.clone(),
-            uri: uri.clone(),
-        }
-    }
-
-    /// `f` with the key written out (a default key into a buffer kept per thread).
-    fn with<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        let (method, uri) = match self {
-            CacheKey::Custom(key) => return f(key),
-            CacheKey::Default { method, uri } => (method, uri),
-        };
-        let mut buf = KEY.try_with(Cell::take).unwrap_or_default();
-        buf.clear();
-        write_default_key(&mut buf, method, uri);
-        let r = f(&buf);
-        if buf.capacity() <= KEEP_KEY_BUFFER {
-            // Gone only while the thread is exiting: then the buffer is simply freed.
-            let _ = KEY.try_with(|k| k.set(buf));
-        }
-        r
-    }
-
-    /// The key written out, to store an answer under.
-    pub(crate) fn into_string(self) -> String {
-        match self {
-            CacheKey::Custom(key) => key,
-            CacheKey::Default { method, uri } => {
-                let mut key = String::new();
-                write_default_key(&mut key, &method, &uri);
-                key
-            }
-        }
-    }
 }
 
 /// `GET example.com/items?page=2`: method, authority when the URI has one, path and query.
@@ -507,50 +498,50 @@ mod tests {
             .0
     }
 
-    fn key(k: &str) -> CacheKey {
-        CacheKey::Custom(k.into())
-    }
-
     #[test]
     fn keys_are_method_authority_path_and_query() {
         let cache = StaleCache::new();
-        let written = |method: Method, uri: &str| {
+        let key = |method: Method, uri: &str| {
             let p = parts(method, uri);
-            let in_place = cache.default_key_of(&p.method, &p.uri);
-            let from_parts = cache.key_of(&p);
-            let mut seen = None;
-            if let Some(k) = &in_place {
-                k.with(|k| seen = Some(k.to_owned()));
-            }
-            assert_eq!(seen, in_place.map(CacheKey::into_string));
-            assert_eq!(seen, from_parts.map(CacheKey::into_string));
-            seen
+            let in_place = cache.look_up(&p.method, &p.uri).and_then(|c| c.record);
+            assert_eq!(in_place, cache.look_up_parts(&p).and_then(|c| c.record));
+            in_place
         };
         assert_eq!(
-            written(Method::GET, "http://a.test/items?page=2").as_deref(),
+            key(Method::GET, "http://a.test/items?page=2").as_deref(),
             Some("GET a.test/items?page=2")
         );
-        assert_eq!(written(Method::HEAD, "/x").as_deref(), Some("HEAD /x"));
-        assert!(written(Method::POST, "/x").is_none());
+        assert_eq!(key(Method::HEAD, "/x").as_deref(), Some("HEAD /x"));
+        assert!(key(Method::POST, "/x").is_none());
     }
 
     #[test]
-    fn a_default_key_finds_what_was_stored_under_it() {
-        let cache = StaleCache::new();
+    fn a_lookup_finds_the_entry_and_asks_for_a_record_once_it_is_refresh_after_old() {
+        let clock = ManualClock::new();
+        let cache = StaleCache::builder()
+            .refresh_after(Duration::from_secs(1))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
         let p = parts(Method::GET, "/items?page=2");
-        let k = cache.default_key_of(&p.method, &p.uri).unwrap();
-        assert!(cache.needs_refresh(&k));
+        let first = cache.look_up(&p.method, &p.uri).unwrap();
+        assert!(first.entry.is_none());
         cache.insert(
-            k.clone().into_string(),
+            first.record.expect("nothing kept: record"),
             StatusCode::OK,
             Version::HTTP_11,
             HeaderMap::new(),
             Bytes::from_static(b"kept"),
         );
-        assert!(!cache.needs_refresh(&k), "fresh for refresh_after");
-        assert_eq!(cache.get(&k).unwrap().body, "kept");
+        let fresh = cache.look_up(&p.method, &p.uri).unwrap();
+        assert_eq!(fresh.entry.unwrap().body, "kept");
+        assert!(fresh.record.is_none(), "fresh for refresh_after");
+        clock.advance(Duration::from_secs(1));
+        let old = cache.look_up(&p.method, &p.uri).unwrap();
+        assert!(old.entry.is_some());
+        assert_eq!(old.record.as_deref(), Some("GET /items?page=2"));
         let other = parts(Method::GET, "/items?page=3");
-        assert!(cache.get(&cache.key_of(&other).unwrap()).is_none());
+        assert!(cache.look_up_parts(&other).unwrap().entry.is_none());
     }
 
     #[test]
@@ -572,10 +563,10 @@ mod tests {
         };
         put("GET /a");
         clock.advance(Duration::from_secs(10));
-        let entry = cache.get(&key("GET /a")).expect("fresh at the TTL");
+        let entry = cache.get("GET /a").expect("fresh at the TTL");
         assert_eq!(cache.response(&entry).headers()[header::AGE], "10");
         clock.advance(Duration::from_millis(1));
-        assert!(cache.get(&key("GET /a")).is_none());
+        assert!(cache.get("GET /a").is_none());
         assert_eq!(cache.len(), 0);
         assert_eq!(cache.bytes(), 0);
     }
@@ -597,7 +588,7 @@ mod tests {
                 Bytes::new(),
             );
         }
-        assert!(cache.get(&key("a")).is_some());
+        assert!(cache.get("a").is_some());
         cache.insert(
             "d".into(),
             StatusCode::OK,
@@ -605,10 +596,7 @@ mod tests {
             HeaderMap::new(),
             Bytes::new(),
         );
-        assert!(
-            cache.get(&key("b")).is_none(),
-            "b was the least recently used"
-        );
+        assert!(cache.get("b").is_none(), "b was the least recently used");
         assert_eq!(cache.len(), 3);
         cache.insert(
             "big".into(),
@@ -617,7 +605,7 @@ mod tests {
             HeaderMap::new(),
             Bytes::from(vec![0; 1_001]),
         );
-        assert!(cache.get(&key("big")).is_none(), "over max_body_bytes");
+        assert!(cache.get("big").is_none(), "over max_body_bytes");
     }
 
     #[test]

@@ -182,11 +182,12 @@ fn success<B>(res: Response<B>, ctx: Ctx) -> Response<FallbackBody<B>> {
     let Some(saved) = ctx.saved else {
         return res.map(FallbackBody::inner);
     };
-    match (&ctx.shared.stale, saved.cache_key) {
-        (Some(cache), Some(key)) if saved.record && cache.admits(&res, saved.authorized) => {
+    let key = saved.cached.and_then(|c| c.record);
+    match (&ctx.shared.stale, key) {
+        (Some(cache), Some(key)) if cache.admits(&res, saved.authorized) => {
             let recorder = Box::new(Recorder {
                 cache: cache.clone(),
-                key: key.into_string(),
+                key,
                 status: res.status(),
                 version: res.version(),
                 headers: res.headers().clone(),

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use super::body::FallbackBody;
-use super::cache::CacheKey;
+use super::cache::Cached;
 use super::future::{Ctx, ResponseFuture};
 use super::strategy::{BoxFuture, Kept, NoReplay, Saved, Shared};
 use crate::circuit_breaker::is_grpc;
@@ -121,12 +121,12 @@ fn prepare<B: Body>(
     }
     let stale = shared.stale.as_ref();
     if !shared.keep_parts && stale.is_none_or(|c| !c.has_key_fn()) {
-        let cache_key = stale.and_then(|c| c.default_key_of(req.method(), req.uri()));
-        let saved = saved(shared, cache_key, req.headers(), None);
+        let cached = stale.and_then(|c| c.look_up(req.method(), req.uri()));
+        let saved = saved(cached, req.headers(), None);
         return (req, Some(saved));
     }
     let (parts, body) = req.into_parts();
-    let cache_key = stale.and_then(|c| c.key_of(&parts));
+    let cached = stale.and_then(|c| c.look_up_parts(&parts));
     let replay = shared.has_backup().then(|| match replay {
         Some(r) => r,
         None if !is_empty(&body) => Err(NoReplay::BodyNotBuffered),
@@ -139,25 +139,17 @@ fn prepare<B: Body>(
             replay,
         })
     });
-    let saved = saved(shared, cache_key, &parts.headers, kept);
+    let saved = saved(cached, &parts.headers, kept);
     (Request::from_parts(parts, body), Some(saved))
 }
 
-/// What a call keeps, with whether its answer is to be recorded under `cache_key`.
-fn saved(
-    shared: &Shared,
-    cache_key: Option<CacheKey>,
-    headers: &http::HeaderMap,
-    kept: Option<Box<Kept>>,
-) -> Saved {
-    let record = match (&shared.stale, &cache_key) {
-        (Some(cache), Some(key)) => cache.needs_refresh(key),
-        _ => false,
-    };
+/// What a call keeps (whether the request carried credentials only when its answer is to be
+/// recorded).
+fn saved(cached: Option<Cached>, headers: &http::HeaderMap, kept: Option<Box<Kept>>) -> Saved {
+    let recording = cached.as_ref().is_some_and(|c| c.record.is_some());
     Saved {
-        authorized: cache_key.is_some() && headers.contains_key(header::AUTHORIZATION),
-        cache_key,
-        record,
+        authorized: recording && headers.contains_key(header::AUTHORIZATION),
+        cached,
         kept,
     }
 }

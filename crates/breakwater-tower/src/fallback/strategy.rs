@@ -14,7 +14,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use tower::util::{BoxCloneSyncService, ServiceExt};
 
 use super::body::FallbackBody;
-use super::cache::{CacheKey, StaleCache};
+use super::cache::{Cached, StaleCache};
 use crate::classify::HttpFailures;
 use crate::error::{BoxError, CircuitOpen};
 
@@ -280,9 +280,10 @@ impl fmt::Display for NoReplay {
 pub(crate) struct Saved {
     /// The request's head and body, for a function or a backup (boxed: only they need it).
     pub(crate) kept: Option<Box<Kept>>,
-    pub(crate) cache_key: Option<CacheKey>,
-    /// Whether a good answer is to be recorded under `cache_key` (the kept one is not fresh).
-    pub(crate) record: bool,
+    /// What the stale cache held for the request when it started; `None` when its answers
+    /// are not cached.
+    pub(crate) cached: Option<Cached>,
+    /// The request carried credentials (looked at only when an answer is to be recorded).
     pub(crate) authorized: bool,
 }
 
@@ -368,16 +369,17 @@ pub(crate) async fn run<B>(attempt: Attempt<B>) -> Response<FallbackBody<B>> {
                 return mark(res, name).map(FallbackBody::full);
             }
             Strategy::Stale(cache) => {
-                let entry = saved.cache_key.as_ref().and_then(|k| cache.get(k));
-                match entry {
+                let Some(cached) = &saved.cached else {
+                    continue;
+                };
+                match cached.entry.as_ref().filter(|e| cache.is_fresh(e)) {
                     Some(entry) => {
                         shared.used(&failure, name);
-                        return mark(cache.response(&entry), name).map(FallbackBody::full);
+                        return mark(cache.response(entry), name).map(FallbackBody::full);
                     }
-                    None if saved.cache_key.is_some() => {
+                    None => {
                         skipped.push("stale: nothing fresh cached for this request".into());
                     }
-                    None => {}
                 }
             }
             Strategy::Backup(service) => {
