@@ -19,7 +19,9 @@
 //! counted in a latency bucket), `run_engine_recorded_durations` the same with the duration
 //! histogram (precise clock);
 //! `run_engine_recorded_durations_otel` the same with OpenTelemetry's instruments registered
-//! (built with `--features otel`); `run_*body*` and `run_fallback_and_breaker` send requests with an `Empty` body.
+//! (built with `--features otel`); `run_*body*`, `run_fallback_and_breaker` (a fixed fallback)
+//! and `run_fallback_stale` (stale-if-error, the answer kept and fresh) send GETs with an
+//! `Empty` body.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -116,7 +118,8 @@ macro_rules! body_runs {
 body_runs!(
     run_bare_body_service,
     run_breaker_body,
-    run_fallback_and_breaker
+    run_fallback_and_breaker,
+    run_fallback_stale
 );
 u64_runs!(run_bare_u64_service, run_result_breaker);
 
@@ -257,4 +260,26 @@ fn main() {
         .fixed(Response::new("[]"))
         .layer(CircuitBreakerLayer::new(cb.clone()).layer(inner_body));
     run_fallback_and_breaker(&mut fallback);
+
+    let mut stale = breakwater_tower::FallbackLayer::new()
+        .stale_if_error(breakwater_tower::fallback::StaleCache::new())
+        .layer(CircuitBreakerLayer::new(cb.clone()).layer(inner_body));
+    keep_one_answer(&mut stale);
+    run_fallback_stale(&mut stale);
+}
+
+/// One GET through `svc`, its body read to the end (so a stale cache keeps the answer).
+fn keep_one_answer<S, B>(svc: &mut S)
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<B>>,
+    B: http_body::Body,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let mut fut = pin!(svc.call(Request::new(Empty::new())));
+    let Poll::Ready(Ok(res)) = fut.as_mut().poll(&mut cx) else {
+        panic!("the inner service answers at once")
+    };
+    let mut body = pin!(res.into_body());
+    while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx) {}
 }

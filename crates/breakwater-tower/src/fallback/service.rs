@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use super::body::FallbackBody;
-use super::cache::Cached;
+use super::cache::{Cached, StaleCache};
 use super::future::{Ctx, ResponseFuture};
 use super::strategy::{BoxFuture, Kept, NoReplay, Saved, Shared};
 use crate::circuit_breaker::is_grpc;
@@ -107,26 +107,34 @@ fn is_empty<B: Body>(body: &B) -> bool {
     body.is_end_stream() || body.size_hint().exact() == Some(0)
 }
 
-/// What the strategies need after the call. `replay` is the buffered body, or why there is
-/// none; `None` when the body was not looked at (then only an empty one replays). The request
-/// is split only when a strategy keeps its head or a key function reads it; else the cache
-/// key is read in place.
-fn prepare<B: Body>(
+impl Shared {
+    /// Whether keeping what the strategies need splits the request: a strategy keeps its head
+    /// (function, backup), or the cache's key function reads it. Else the cache key is read in
+    /// place.
+    #[inline]
+    fn splits(&self) -> bool {
+        self.keep_parts || self.stale.as_ref().is_some_and(StaleCache::has_key_fn)
+    }
+}
+
+/// What the stale cache needs after the call, read from the request in place (when the
+/// request is not split: [`Shared::splits`]).
+#[inline]
+fn saved_in_place<B>(shared: &Shared, req: &Request<B>) -> Saved {
+    let cached = (shared.stale.as_ref()).and_then(|c| c.look_up(req.method(), req.uri()));
+    saved(cached, req.headers(), None)
+}
+
+/// What the strategies need after the call, the request split for it. `replay` is the
+/// buffered body, or why there is none; `None` when the body was not looked at (then only an
+/// empty one replays).
+fn prepare_split<B: Body>(
     shared: &Shared,
     req: Request<B>,
     replay: Option<Result<Bytes, NoReplay>>,
-) -> (Request<B>, Option<Saved>) {
-    if !shared.saves() {
-        return (req, None);
-    }
-    let stale = shared.stale.as_ref();
-    if !shared.keep_parts && stale.is_none_or(|c| !c.has_key_fn()) {
-        let cached = stale.and_then(|c| c.look_up(req.method(), req.uri()));
-        let saved = saved(cached, req.headers(), None);
-        return (req, Some(saved));
-    }
+) -> (Request<B>, Saved) {
     let (parts, body) = req.into_parts();
-    let cached = stale.and_then(|c| c.look_up_parts(&parts));
+    let cached = shared.stale.as_ref().and_then(|c| c.look_up_parts(&parts));
     let replay = shared.has_backup().then(|| match replay {
         Some(r) => r,
         None if !is_empty(&body) => Err(NoReplay::BodyNotBuffered),
@@ -140,7 +148,7 @@ fn prepare<B: Body>(
         })
     });
     let saved = saved(cached, &parts.headers, kept);
-    (Request::from_parts(parts, body), Some(saved))
+    (Request::from_parts(parts, body), saved)
 }
 
 /// What a call keeps (whether the request carried credentials only when its answer is to be
@@ -178,7 +186,18 @@ where
             // The common case: nothing to keep, the request goes straight in.
             return ResponseFuture::new(self.inner.call(req), self.ctx(None, grpc));
         }
-        let (req, saved) = prepare(&self.shared, req, None);
+        let shared = &*self.shared;
+        let (req, saved) = match shared.saves() {
+            false => (req, None),
+            true if shared.splits() => {
+                let (req, saved) = prepare_split(shared, req, None);
+                (req, Some(saved))
+            }
+            true => {
+                let saved = saved_in_place(shared, &req);
+                (req, Some(saved))
+            }
+        };
         if let Some(e) = self.not_ready.take() {
             return ResponseFuture::not_ready(e, self.ctx(saved, grpc));
         }
@@ -232,7 +251,14 @@ where
             } else {
                 (body, Some(Err(NoReplay::BodyTooLarge(limit))))
             };
-            let (req, saved) = prepare(&ctx.shared, Request::from_parts(parts, body), replay);
+            let req = Request::from_parts(parts, body);
+            let (req, saved) = match ctx.shared.saves() {
+                false => (req, None),
+                true => {
+                    let (req, saved) = prepare_split(&ctx.shared, req, replay);
+                    (req, Some(saved))
+                }
+            };
             let ctx = Ctx { saved, ..ctx };
             match not_ready {
                 Some(e) => ResponseFuture::<S::Future, _>::not_ready(e, ctx).await,
