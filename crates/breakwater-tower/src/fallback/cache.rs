@@ -175,11 +175,11 @@ impl StaleCache {
         }
         match &self.inner.key {
             Some(f) => f(parts).map(|key| {
-                let cached = self.look_up_key(&key, String::new);
-                Cached {
-                    record: cached.record.map(|_| key),
-                    ..cached
+                let mut cached = self.look_up_key(&key, String::new);
+                if let Some(record) = &mut cached.record {
+                    record.key = key;
                 }
+                cached
             }),
             None => self.look_up(&parts.method, &parts.uri),
         }
@@ -227,7 +227,12 @@ impl StaleCache {
         });
         Cached {
             entry,
-            record: refresh.then(owned),
+            record: refresh.then(|| {
+                Box::new(Record {
+                    key: owned(),
+                    authorized: false,
+                })
+            }),
         }
     }
 
@@ -337,9 +342,15 @@ fn is_cached_method(method: &Method) -> bool {
 pub(crate) struct Cached {
     /// The entry kept for the request's key (served if the call fails while it is fresh).
     pub(crate) entry: Option<Arc<Entry>>,
-    /// The key to record a good answer under, when none is kept or the kept one is at least
-    /// `refresh_after` old.
-    pub(crate) record: Option<String>,
+    /// What a good answer is recorded under, when none is kept or the kept one is at least
+    /// `refresh_after` old (boxed: the usual request records nothing, and carries this along).
+    pub(crate) record: Option<Box<Record>>,
+}
+
+/// The key a good answer is recorded under, and whether the request carried credentials.
+pub(crate) struct Record {
+    pub(crate) key: String,
+    pub(crate) authorized: bool,
 }
 
 /// A default key written out longer than this is not kept for the next (keys are short).
@@ -503,8 +514,9 @@ mod tests {
         let cache = StaleCache::new();
         let key = |method: Method, uri: &str| {
             let p = parts(method, uri);
-            let in_place = cache.look_up(&p.method, &p.uri).and_then(|c| c.record);
-            assert_eq!(in_place, cache.look_up_parts(&p).and_then(|c| c.record));
+            let key = |c: Cached| c.record.map(|r| r.key);
+            let in_place = cache.look_up(&p.method, &p.uri).and_then(key);
+            assert_eq!(in_place, cache.look_up_parts(&p).and_then(key));
             in_place
         };
         assert_eq!(
@@ -527,7 +539,7 @@ mod tests {
         let first = cache.look_up(&p.method, &p.uri).unwrap();
         assert!(first.entry.is_none());
         cache.insert(
-            first.record.expect("nothing kept: record"),
+            first.record.expect("nothing kept: record").key,
             StatusCode::OK,
             Version::HTTP_11,
             HeaderMap::new(),
@@ -539,7 +551,7 @@ mod tests {
         clock.advance(Duration::from_secs(1));
         let old = cache.look_up(&p.method, &p.uri).unwrap();
         assert!(old.entry.is_some());
-        assert_eq!(old.record.as_deref(), Some("GET /items?page=2"));
+        assert_eq!(old.record.unwrap().key, "GET /items?page=2");
         let other = parts(Method::GET, "/items?page=3");
         assert!(cache.look_up_parts(&other).unwrap().entry.is_none());
     }

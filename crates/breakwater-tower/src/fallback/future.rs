@@ -182,12 +182,12 @@ fn success<B>(res: Response<B>, ctx: Ctx) -> Response<FallbackBody<B>> {
     let Some(saved) = ctx.saved else {
         return res.map(FallbackBody::inner);
     };
-    let key = saved.cached.and_then(|c| c.record);
-    match (&ctx.shared.stale, key) {
-        (Some(cache), Some(key)) if cache.admits(&res, saved.authorized) => {
+    let record = saved.cached.and_then(|c| c.record);
+    match (&ctx.shared.stale, record) {
+        (Some(cache), Some(record)) if cache.admits(&res, record.authorized) => {
             let recorder = Box::new(Recorder {
                 cache: cache.clone(),
-                key,
+                key: record.key,
                 status: res.status(),
                 version: res.version(),
                 headers: res.headers().clone(),

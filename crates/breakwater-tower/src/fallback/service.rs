@@ -153,13 +153,11 @@ fn prepare_split<B: Body>(
 
 /// What a call keeps (whether the request carried credentials only when its answer is to be
 /// recorded).
-fn saved(cached: Option<Cached>, headers: &http::HeaderMap, kept: Option<Box<Kept>>) -> Saved {
-    let recording = cached.as_ref().is_some_and(|c| c.record.is_some());
-    Saved {
-        authorized: recording && headers.contains_key(header::AUTHORIZATION),
-        cached,
-        kept,
+fn saved(mut cached: Option<Cached>, headers: &http::HeaderMap, kept: Option<Box<Kept>>) -> Saved {
+    if let Some(record) = cached.as_mut().and_then(|c| c.record.as_mut()) {
+        record.authorized = headers.contains_key(header::AUTHORIZATION);
     }
+    Saved { cached, kept }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for FallbackService<S, NoBodyReplay>

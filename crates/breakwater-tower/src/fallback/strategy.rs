@@ -283,8 +283,6 @@ pub(crate) struct Saved {
     /// What the stale cache held for the request when it started; `None` when its answers
     /// are not cached.
     pub(crate) cached: Option<Cached>,
-    /// The request carried credentials (looked at only when an answer is to be recorded).
-    pub(crate) authorized: bool,
 }
 
 /// The request's head and, for a replay, its body (or why there is none).
