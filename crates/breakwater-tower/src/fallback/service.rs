@@ -185,16 +185,16 @@ where
             return ResponseFuture::new(self.inner.call(req), self.ctx(None, grpc));
         }
         let shared = &*self.shared;
-        let (req, saved) = match shared.saves() {
-            false => (req, None),
+        let mut req = req;
+        // Read in place, the request stays where it is (moving it is a copy).
+        let saved = match shared.saves() {
+            false => None,
             true if shared.splits() => {
-                let (req, saved) = prepare_split(shared, req, None);
-                (req, Some(saved))
+                let (split, saved) = prepare_split(shared, req, None);
+                req = split;
+                Some(saved)
             }
-            true => {
-                let saved = saved_in_place(shared, &req);
-                (req, Some(saved))
-            }
+            true => Some(saved_in_place(shared, &req)),
         };
         if let Some(e) = self.not_ready.take() {
             return ResponseFuture::not_ready(e, self.ctx(saved, grpc));
