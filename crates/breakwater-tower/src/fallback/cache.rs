@@ -45,7 +45,9 @@ type KeyFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 /// A kept answer is replaced by a newer one once it is
 /// [`refresh_after`](StaleCacheBuilder::refresh_after) old (1 s by default): a key asked for
 /// many times a second is copied into the cache about once a second, not on every request, so a
-/// stale answer is at most that much older than the last good one.
+/// stale answer is at most that much older than the last good one. A request looks its key up
+/// once, as it starts; if it fails, it is answered from the entry found then, while that is
+/// within the TTL.
 ///
 /// ```
 /// use std::time::Duration;
