@@ -133,7 +133,12 @@ where
 /// from.
 #[inline]
 fn judge<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
-    if res.extensions().is_empty() && ctx.shared.passes_status(res.status()) {
+    // A response with extensions (a hyper client's always has some) is checked for the marks
+    // of a refusal or an answered error in place, before it goes anywhere.
+    let ext = res.extensions();
+    let marked = !ext.is_empty()
+        && (ext.get::<CircuitOpen>().is_some() || ext.get::<AnsweredError>().is_some());
+    if !marked && ctx.shared.passes_status(res.status()) {
         return Verdict::Answer(success(res, ctx));
     }
     judge_slow(res, ctx)
