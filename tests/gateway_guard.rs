@@ -155,6 +155,12 @@ async fn the_rate_limit_refuses_a_client_over_its_rate_and_counts_it() {
         20 - ok
     );
     assert!(text.contains(&rejected), "{text}");
+    // A refused request never reached the breakers: the upstream's counts only the rest.
+    let upstream = format!(
+        "resilience_circuit_breaker_calls_total{{circuit_breaker_name=\"upstream\",circuit_breaker_outcome=\"success\"}} {}",
+        ok + 1
+    );
+    assert!(text.contains(&upstream), "{text}");
     gw.shut_down().await;
 }
 

@@ -5,7 +5,10 @@
 //! of it, and prints the URLs and the generated ops token. Flags and their environment
 //! variables are in `options.rs` (`--help` lists them).
 //!
-//! Requests under `/api/` go to the upstream with `/api` stripped, through a fallback
+//! Requests under `/api/` go to the upstream with `/api` stripped, through the guards (the
+//! authentication-failure guard on `/api/auth/...` and, with `--rate-limit`, a per-client rate
+//! limit per route group: a refused client gets 429 before any breaker sees the request), a
+//! fallback
 //! (stale-if-error for GETs, also on timeouts), a service breaker (`upstream`), per-endpoint
 //! breakers keyed by the matched route template (preset `read` for GET routes, `write` for
 //! `POST /api/orders`, `auth` for `/api/auth/...`; any other path under `/api/` shares one
@@ -311,19 +314,20 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
         max_body_bytes: options.max_body_bytes,
     }));
     let guards = Guards::new(&options).map_err(std::io::Error::other)?;
-    // Each route's whole stack, outermost first: the fallback, the upstream's breaker, the
-    // group's rate limit (with `--rate-limit`), the auth guard (auth routes), the route's own
-    // breaker (its family's member for the method and route template) and the group's time
-    // limit inside it (a call over it is cancelled, counted as the breaker's failure and
-    // answered 504), then the handler. Built once per route rather than layered on the
-    // router: axum boxes each `layer`/`route_layer` level, and a request clones every level's
-    // box below the one it enters (measured in `benches/gateway.rs`).
-    let stack = |group: &str, own, auth: Option<AuthGuardLayer>, limit: Duration| {
+    // Each route's whole stack, outermost first: the group's rate limit (with `--rate-limit`)
+    // and the auth guard (auth routes), which refuse a client before anything else runs (the
+    // breakers never see a refused request), then the fallback, the upstream's breaker, the
+    // route's own breaker (its family's member for the method and route template) and the
+    // group's time limit inside it (a call over it is cancelled, counted as the breaker's
+    // failure and answered 504), then the handler. Built once per route rather than layered
+    // on the router: axum boxes each `layer`/`route_layer` level, and a request clones every
+    // level's box below the one it enters (measured in `benches/gateway.rs`). The guards wrap
+    // the stack rather than sit inside it as optional layers: an absent layer is
+    // `Either::Right`, whose future, as large as the guarded one, every layer above it moves.
+    let stack = |own, limit: Duration| {
         ServiceBuilder::new()
             .layer(fallback.clone())
             .layer(CircuitBreakerLayer::new(service.clone()).for_axum())
-            .option_layer(guards.layer(group))
-            .option_layer(auth)
             .layer(own)
             .timeout(limit)
             .service(proxy.with_state(proxy_state.clone()))
@@ -332,32 +336,36 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     let keyed = |f: &KeyedFamily| {
         Either::Left(CircuitBreakerLayer::keyed(f.clone(), MethodAndRoute).for_axum())
     };
-    let auth_guard =
-        || Some(AuthGuardLayer::new(guards.auth.clone()).trusted(guards.trusted.clone()));
+    // The group's rate limit, outermost (an `Either`, `Right` without `--rate-limit`: outside
+    // the stack, so no layer of it moves the larger future).
+    let limited = |group: &str| ServiceBuilder::new().option_layer(guards.layer(group));
+    let auth_guard = AuthGuardLayer::new(guards.auth.clone()).trusted(guards.trusted.clone());
     let api = Router::new()
         .route(
             "/items",
-            get_service(stack("reads", keyed(&read), None, limits.reads)),
+            get_service(limited("reads").service(stack(keyed(&read), limits.reads))),
         )
         .route(
             "/items/{id}",
-            get_service(stack("reads", keyed(&read), None, limits.reads)),
+            get_service(limited("reads").service(stack(keyed(&read), limits.reads))),
         )
         .route(
             "/orders",
-            post_service(stack("writes", keyed(&write), None, limits.writes)),
+            post_service(limited("writes").service(stack(keyed(&write), limits.writes))),
         )
         // Authentication: each client's 401/403 answers counted, too many of them refused 429.
         .route(
             "/auth/{*rest}",
-            any_service(stack("auth", keyed(&auth), auth_guard(), limits.auth)),
+            any_service(
+                limited("auth")
+                    .layer(auth_guard)
+                    .service(stack(keyed(&auth), limits.auth)),
+            ),
         )
-        .fallback_service(stack(
-            "catch-all",
+        .fallback_service(limited("catch-all").service(stack(
             Either::Right(CircuitBreakerLayer::new(catch_all).for_axum()),
-            None,
             limits.catch_all,
-        ));
+        )));
 
     let health = HealthRegistry::new(&registry);
     let probe_target: Uri = format!("{}/", upstream.to_string().trim_end_matches('/'))
