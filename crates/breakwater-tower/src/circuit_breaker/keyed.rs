@@ -476,30 +476,18 @@ mod tests {
         assert_eq!(writes(), 1, "only the first call writes the key");
         k.acquire(&request("/b")).unwrap().success();
         assert_eq!(writes(), 2, "another key is written");
-        assert_eq!(
-            family
-                .get_existing("/a")
-                .unwrap()
-                .snapshot()
-                .window
-                .successful_calls,
-            3
-        );
+        let successes = |key: &str| {
+            let member = family.get_existing(key).expect("a member");
+            member.snapshot().window.successful_calls
+        };
+        assert_eq!(successes("/a"), 3);
         // Evicted: "/a" is written again and its new member used.
         family.evict_idle();
         clock.advance(Duration::from_secs(61));
         assert_eq!(family.evict_idle(), 2);
         k.acquire(&request("/a")).unwrap().success();
         assert_eq!(writes(), 3);
-        assert_eq!(
-            family
-                .get_existing("/a")
-                .unwrap()
-                .snapshot()
-                .window
-                .successful_calls,
-            1
-        );
+        assert_eq!(successes("/a"), 1);
     }
 
     /// Each provided key function tells in place what it writes.
