@@ -1,6 +1,7 @@
 //! Breakwater's tower layers: [`CircuitBreakerLayer`] around HTTP and gRPC clients and servers,
 //! [`ResultBreakerLayer`] around any other tower service, and [`FallbackLayer`] for what
-//! callers get when a dependency is down.
+//! callers get when a dependency is down; with the `time-limit` feature,
+//! [`time_limit::TimeLimitLayer`], a cheaper time limit per call than tower's `Timeout`.
 //!
 //! See the [`circuit_breaker`], [`result`] and [`fallback`] modules for examples.
 #![forbid(unsafe_code)]
@@ -20,6 +21,8 @@ pub mod fallback;
 pub mod health;
 pub mod result;
 pub mod span;
+#[cfg(feature = "time-limit")]
+pub mod time_limit;
 
 pub use circuit_breaker::{
     Authority, CircuitBreakerLayer, CircuitBreakerService, ErrorOnOpen, GrpcMethod, KeyFn, RawPath,

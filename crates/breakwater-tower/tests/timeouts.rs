@@ -3,6 +3,8 @@
 //! counted as a failure (and as slow), answered 504 `UPSTREAM_TIMEOUT` (gRPC DEADLINE_EXCEEDED)
 //! or handed to the fallback; a hung half-open probe gives its permit back.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,6 +17,7 @@ use breakwater_tower::{CircuitBreakerLayer, DEFAULT_GRPC_FAILURE_CODES, grpc_fai
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
+use support::Cancelled;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
 const LIMIT: Duration = Duration::from_secs(2);
@@ -32,29 +35,11 @@ fn three_in_a_row() -> Config {
         .unwrap()
 }
 
-/// Counts handler futures dropped before they finished (the cancelled calls).
-#[derive(Clone, Default)]
-struct Cancelled(Arc<AtomicUsize>);
-
-struct Guard(Arc<AtomicUsize>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl Cancelled {
-    fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 /// A route whose handler never answers, behind a time limit inside its breaker.
 fn hanging_app(cb: &CircuitBreaker, cancelled: &Cancelled) -> Router {
     let c = cancelled.clone();
     let hang = move || {
-        let guard = Guard(c.0.clone());
+        let guard = c.guard();
         async move {
             std::future::pending::<()>().await;
             drop(guard);

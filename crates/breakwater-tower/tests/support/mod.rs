@@ -130,3 +130,29 @@ where
 {
     body.collect().await.unwrap().to_bytes()
 }
+
+/// Counts futures dropped before they finished (the cancelled calls): each holds a
+/// [`Cancelled::guard`], forgotten when it finishes.
+#[derive(Clone, Default)]
+pub struct Cancelled(Arc<AtomicUsize>);
+
+/// Counts one cancellation when dropped.
+pub struct CancelGuard(Arc<AtomicUsize>);
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Cancelled {
+    /// A guard for one call.
+    pub fn guard(&self) -> CancelGuard {
+        CancelGuard(self.0.clone())
+    }
+
+    /// How many calls were cancelled.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
