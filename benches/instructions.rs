@@ -21,7 +21,9 @@
 //! `run_engine_recorded_durations_otel` the same with OpenTelemetry's instruments registered
 //! (built with `--features otel`); `run_*body*`, `run_fallback_and_breaker` (a fixed fallback)
 //! and `run_fallback_stale` (stale-if-error, the answer kept and fresh) send GETs with an
-//! `Empty` body.
+//! `Empty` body; `run_time_limit` and `run_tower_timeout` are `TimeLimitLayer` and tower's
+//! `Timeout` (2 s) around a call that is pending once before it answers (so each waits on its
+//! timer), `run_pending_once` that call alone.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -122,6 +124,41 @@ body_runs!(
     run_fallback_stale
 );
 u64_runs!(run_bare_u64_service, run_result_breaker);
+
+/// A call that is pending at its first poll and answers at its second.
+#[derive(Default)]
+struct PendingOnce(bool);
+
+impl Future for PendingOnce {
+    type Output = Result<u64, Infallible>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Ready(Ok(1))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// As `u64_runs!`, each call polled twice (pending, then answered).
+macro_rules! pending_runs {
+    ($($name:ident),*) => {$(
+        #[inline(never)]
+        fn $name<S: Service<u64, Response = u64>>(svc: &mut S) {
+            let mut cx = Context::from_waker(Waker::noop());
+            for i in 0..CALLS as u64 {
+                if svc.poll_ready(&mut cx).is_ready() {
+                    let mut fut = pin!(svc.call(i));
+                    black_box(fut.as_mut().poll(&mut cx).is_pending());
+                    black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+                }
+            }
+        }
+    )*};
+}
+
+pending_runs!(run_pending_once, run_time_limit, run_tower_timeout);
 
 #[inline(never)]
 fn run_engine_owned_permit(cb: &CircuitBreaker) {
@@ -280,6 +317,18 @@ fn main() {
         );
     keep_one_answer(&mut stale);
     run_fallback_stale(&mut stale);
+
+    // Timers need a runtime (entered, not driven: no deadline passes).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = rt.enter();
+    let pending = tower::service_fn(|_: u64| PendingOnce::default());
+    run_pending_once(&mut { pending });
+    let limit = std::time::Duration::from_secs(2);
+    run_time_limit(&mut breakwater_tower::time_limit::TimeLimitLayer::new(limit).layer(pending));
+    run_tower_timeout(&mut tower::timeout::TimeoutLayer::new(limit).layer(pending));
 }
 
 /// One GET through `svc`, its body read to the end (so a stale cache keeps the answer).
