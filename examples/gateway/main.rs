@@ -13,9 +13,9 @@
 //! breakers keyed by the matched route template (preset `read` for GET routes, `write` for
 //! `POST /api/orders`, `auth` for `/api/auth/...`; any other path under `/api/` shares one
 //! `catch-all` breaker), and inside each a time limit: reads 2 s, writes 5 s, auth 3 s,
-//! catch-all 2 s, or `--upstream-timeout-ms` for all (`TimeLimitLayer`: cancelled up to 1/64
-//! of the limit late, on deadlines shared by calls starting close together: 40 % of tower's
-//! `Timeout` in instructions). A call over its limit is answered 504
+//! catch-all 2 s, or `--upstream-timeout-ms` for all (`TimeLimitLayer`: on deadlines shared by
+//! the calls starting within 1/64 of the limit, rounded up to whole milliseconds, so cancelled
+//! up to that and a millisecond late). A call over its limit is answered 504
 //! `UPSTREAM_TIMEOUT` (or from the stale cache) and counts as its breaker's failure. Bodies over
 //! `--max-body-bytes` (10 MiB) are refused 413 `PAYLOAD_TOO_LARGE`.
 //!
@@ -322,7 +322,7 @@ pub(crate) async fn start(options: Options) -> std::io::Result<Gateway> {
     // breakers never see a refused request), then the fallback, the upstream's breaker, the
     // route's own breaker (its family's member for the method and route template) and the
     // group's time limit inside it (a call over it is cancelled, counted as the breaker's
-    // failure and answered 504; `TimeLimitLayer` rather than tower's `Timeout`: 259 against
+    // failure and answered 504; `TimeLimitLayer` rather than tower's `Timeout`: 331 against
     // 650 instructions per call in `benches/instructions.rs`), then the handler. Built once per route rather than layered
     // on the router: axum boxes each `layer`/`route_layer` level, and a request clones every
     // level's box below the one it enters (measured in `benches/gateway.rs`). The guards wrap
