@@ -453,13 +453,13 @@ mod tests {
             .build()
             .unwrap();
         let (count, waker) = counting();
-        let mut call = rt.block_on(async {
-            let mut svc = TimeLimit::new(
-                tower::service_fn(|()| std::future::pending::<Result<(), BoxError>>()),
-                Duration::from_secs(3600),
-            );
-            Box::pin(svc.call(()))
-        });
+        let entered = rt.enter();
+        let mut svc = TimeLimit::new(
+            tower::service_fn(|()| std::future::pending::<Result<(), BoxError>>()),
+            Duration::from_secs(3600),
+        );
+        let mut call = Box::pin(svc.call(()));
+        drop(entered);
         let mut cx = Context::from_waker(&waker);
         assert!(call.as_mut().poll(&mut cx).is_pending());
         drop(rt);
