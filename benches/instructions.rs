@@ -72,14 +72,18 @@ macro_rules! http_runs {
     )*};
 }
 
+/// Calls of a `u64` service, each polled `$pending` times while pending before it answers.
 macro_rules! u64_runs {
-    ($($name:ident),*) => {$(
+    ($pending:literal: $($name:ident),*) => {$(
         #[inline(never)]
         fn $name<S: Service<u64, Response = u64>>(svc: &mut S) {
             let mut cx = Context::from_waker(Waker::noop());
             for i in 0..CALLS as u64 {
                 if svc.poll_ready(&mut cx).is_ready() {
                     let mut fut = pin!(svc.call(i));
+                    for _ in 0..$pending {
+                        black_box(fut.as_mut().poll(&mut cx).is_pending());
+                    }
                     black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
                 }
             }
@@ -123,7 +127,7 @@ body_runs!(
     run_fallback_and_breaker,
     run_fallback_stale
 );
-u64_runs!(run_bare_u64_service, run_result_breaker);
+u64_runs!(0: run_bare_u64_service, run_result_breaker);
 
 /// A call that is pending at its first poll and answers at its second.
 #[derive(Default)]
@@ -141,24 +145,7 @@ impl Future for PendingOnce {
     }
 }
 
-/// As `u64_runs!`, each call polled twice (pending, then answered).
-macro_rules! pending_runs {
-    ($($name:ident),*) => {$(
-        #[inline(never)]
-        fn $name<S: Service<u64, Response = u64>>(svc: &mut S) {
-            let mut cx = Context::from_waker(Waker::noop());
-            for i in 0..CALLS as u64 {
-                if svc.poll_ready(&mut cx).is_ready() {
-                    let mut fut = pin!(svc.call(i));
-                    black_box(fut.as_mut().poll(&mut cx).is_pending());
-                    black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
-                }
-            }
-        }
-    )*};
-}
-
-pending_runs!(run_pending_once, run_time_limit, run_tower_timeout);
+u64_runs!(1: run_pending_once, run_time_limit, run_tower_timeout);
 
 #[inline(never)]
 fn run_engine_owned_permit(cb: &CircuitBreaker) {
