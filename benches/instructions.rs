@@ -78,10 +78,11 @@ macro_rules! u64_runs {
         #[inline(never)]
         fn $name<S: Service<u64, Response = u64>>(svc: &mut S) {
             let mut cx = Context::from_waker(Waker::noop());
+            let pending: usize = $pending;
             for i in 0..CALLS as u64 {
                 if svc.poll_ready(&mut cx).is_ready() {
                     let mut fut = pin!(svc.call(i));
-                    for _ in 0..$pending {
+                    for _ in 0..pending {
                         black_box(fut.as_mut().poll(&mut cx).is_pending());
                     }
                     black_box(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
