@@ -131,6 +131,16 @@ impl CircuitOpen {
         res.extensions().get::<CircuitOpen>()
     }
 
+    /// Whether `res` can carry a refusal, told from its status alone: refusals are answered
+    /// 503, and gRPC calls' (`grpc`) with gRPC's own status in an HTTP 200, so a 2xx answer to
+    /// any other call is none. The layers ask this before [`in_response`](Self::in_response),
+    /// so that a good answer costs no look-up in its extensions; the same holds for the 502
+    /// and 504 answers a server-side breaker gives for its inner service's errors.
+    #[inline(always)]
+    pub(crate) fn may_be_in<B>(res: &Response<B>, grpc: bool) -> bool {
+        grpc || !res.status().is_success()
+    }
+
     /// The refusal anywhere in an error's source chain, if any.
     pub fn in_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a CircuitOpen> {
         let mut e = Some(error);

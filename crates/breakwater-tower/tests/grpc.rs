@@ -452,3 +452,52 @@ async fn per_method_breakers_on_both_sides_open_only_the_failing_method() {
     assert_eq!(calls.get(watch).state(), State::Closed);
     assert_eq!(served.get(watch).state(), State::Closed);
 }
+
+#[tokio::test]
+async fn an_inner_server_breakers_refusal_is_not_the_outer_ones_failure() {
+    use breakwater_core::{FamilyOptions, Registry};
+    use breakwater_tower::GrpcMethod;
+
+    const CHECK: &str = "/grpc.health.v1.Health/Check";
+    // Both on the server: a breaker for the whole server around one per method. The inner one
+    // refuses Check with a gRPC answer (UNAVAILABLE in an HTTP 200), which the outer one must
+    // tell from the service's own failures by its mark, not by its HTTP status.
+    let registry = Registry::builder().clock(ManualClock::new()).build();
+    let outer = registry.breaker_with("server", config());
+    let methods = registry.family("methods", FamilyOptions::new(config()));
+    methods.get(CHECK).force_open();
+    let grpc = || grpc_failures(&DEFAULT_GRPC_FAILURE_CODES);
+    let stack = ServiceBuilder::new()
+        .layer(
+            CircuitBreakerLayer::new(outer.clone())
+                .classifier(grpc())
+                .respond_when_open(),
+        )
+        .layer(
+            CircuitBreakerLayer::keyed(methods.clone(), GrpcMethod)
+                .classifier(grpc())
+                .respond_when_open(),
+        );
+    let (reporter, health, listener, addr) = health_parts().await;
+    tokio::spawn(async move {
+        let _reporter = reporter;
+        Server::builder()
+            .layer(stack)
+            .add_service(health)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let mut client = HealthClient::new(channel(addr).await);
+    for _ in 0..5 {
+        let err = client.check(check("svc")).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(
+            err.message().contains(&format!("`methods:{CHECK}`")),
+            "{err}"
+        );
+    }
+    let s = outer.snapshot();
+    assert_eq!((s.failures, s.ignored_calls), (0, 5));
+    assert_eq!(outer.state(), State::Closed);
+}

@@ -116,6 +116,8 @@ where
                     permit.take().expect(done),
                     classifier.take().expect(done),
                     &res,
+                    // The client form does not tell gRPC calls apart: any answer is looked at.
+                    *grpc || !O::ANSWERS,
                 );
                 Poll::Ready(Ok(match tracker {
                     None => res.map(O::plain),
@@ -133,9 +135,10 @@ fn settle<C: ClassifyResponse<ClassifyEos: WatchEos>, B>(
     permit: OwnedPermit,
     classifier: C,
     res: &Response<B>,
+    grpc: bool,
 ) -> Option<Tracker<C::ClassifyEos>> {
     // An inner breaker's rejection is not this breaker's failure.
-    if CircuitOpen::in_response(res).is_some() {
+    if CircuitOpen::may_be_in(res, grpc) && CircuitOpen::in_response(res).is_some() {
         permit.ignore();
         return None;
     }

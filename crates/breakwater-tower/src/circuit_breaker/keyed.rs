@@ -50,9 +50,9 @@ impl<B> BreakerSource<B> for Single {
 }
 
 /// One breaker per key of a [`KeyedFamily`]; the key is written by a [`KeyFn`] into a buffer
-/// the service reuses, so a known key costs no allocation. A clone starts without a buffer and
-/// borrows one kept per thread, which it gives back when dropped: services cloned for every
-/// request (as axum's router and hyper's server clone them) allocate nothing either.
+/// kept per thread, so a known key costs no allocation, and the service holds nothing of its
+/// own but the layer's shared state: services cloned for every request (as axum's router and
+/// hyper's server clone them) cost one reference count.
 ///
 /// A keyed layer remembers the first key served through it (by any of the services it makes,
 /// or their clones) and that key's breaker: while a request's key is that one and its breaker
@@ -64,7 +64,6 @@ impl<B> BreakerSource<B> for Single {
 pub struct Keyed<F> {
     shared: Arc<KeyedShared>,
     pub(crate) key: F,
-    buf: String,
 }
 
 #[derive(Debug)]
@@ -91,7 +90,6 @@ impl<F> Keyed<F> {
                 first: OnceLock::new(),
             }),
             key,
-            buf: String::new(),
         }
     }
 }
@@ -101,17 +99,6 @@ impl<F: Clone> Clone for Keyed<F> {
         Self {
             shared: self.shared.clone(),
             key: self.key.clone(),
-            buf: String::new(),
-        }
-    }
-}
-
-impl<F> Drop for Keyed<F> {
-    fn drop(&mut self) {
-        if self.buf.capacity() != 0 {
-            let buf = std::mem::take(&mut self.buf);
-            // Gone only while the thread is exiting: then the buffer is simply freed.
-            let _ = KEY.try_with(|k| k.set(buf));
         }
     }
 }
@@ -123,7 +110,7 @@ impl<F> sealed::Sealed for Keyed<F> {}
 const KEEP_KEY_BUFFER: usize = 4 * 1024;
 
 thread_local! {
-    /// A key buffer for the next keyed service on this thread that has none.
+    /// The key buffer of the keyed services on this thread.
     static KEY: Cell<String> = const { Cell::new(String::new()) };
 }
 
@@ -145,23 +132,23 @@ impl<B, F: KeyFn<B>> BreakerSource<B> for Keyed<F> {
 impl<F> Keyed<F> {
     /// The request's breaker found by its key written into the buffer.
     #[inline]
-    fn acquire_written<B>(&mut self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen>
+    fn acquire_written<B>(&self, req: &Request<B>) -> Result<OwnedPermit, CircuitOpen>
     where
         F: KeyFn<B>,
     {
-        if self.buf.capacity() == 0 {
-            self.buf = KEY.try_with(Cell::take).unwrap_or_default();
-        }
-        self.buf.clear();
-        self.key.key(req, &mut self.buf);
+        // Taken, not borrowed: a key function that calls a keyed service finds none, and
+        // writes into a new one. Gone only while the thread is exiting: then a new one too.
+        let mut buf = KEY.try_with(Cell::take).unwrap_or_default();
+        buf.clear();
+        self.key.key(req, &mut buf);
         let shared = &*self.shared;
         let acquired = match shared.first.get() {
-            Some(r) if *r.key == *self.buf && !r.breaker.is_evicted() => permit_of(&r.breaker),
-            Some(_) => shared.family.with(&self.buf, permit_of),
-            None => shared.remember(&self.buf),
+            Some(r) if *r.key == *buf && !r.breaker.is_evicted() => permit_of(&r.breaker),
+            Some(_) => shared.family.with(&buf, permit_of),
+            None => shared.remember(&buf),
         };
-        if self.buf.capacity() > KEEP_KEY_BUFFER {
-            self.buf = String::new();
+        if buf.capacity() <= KEEP_KEY_BUFFER {
+            let _ = KEY.try_with(|k| k.set(buf));
         }
         acquired
     }
@@ -358,15 +345,26 @@ mod tests {
         Request::get(path).body(()).unwrap()
     }
 
+    /// The thread's key buffer: where its bytes are, and its capacity.
+    fn thread_buffer() -> (*const u8, usize) {
+        KEY.with(|k| {
+            let buf = k.take();
+            let seen = (buf.as_ptr(), buf.capacity());
+            k.set(buf);
+            seen
+        })
+    }
+
     #[test]
-    fn a_dropped_clone_lends_its_buffer_to_the_next() {
+    fn services_on_a_thread_share_one_key_buffer() {
         let mut first = keyed().clone();
         first.acquire(&request("/a")).unwrap().success();
-        let ptr = first.buf.as_ptr();
+        let (ptr, capacity) = thread_buffer();
+        assert!(capacity > 0);
         drop(first);
-        let mut second = keyed().clone();
+        let mut second = keyed();
         second.acquire(&request("/b")).unwrap().success();
-        assert_eq!(second.buf.as_ptr(), ptr);
+        assert_eq!(thread_buffer(), (ptr, capacity));
         assert_eq!(second.shared.family.len(), 1);
     }
 
@@ -441,9 +439,10 @@ mod tests {
         let mut k = keyed();
         let long = format!("/{}", "x".repeat(2 * KEEP_KEY_BUFFER));
         k.acquire(&request(&long)).unwrap().success();
-        assert_eq!(k.buf.capacity(), 0);
+        assert_eq!(thread_buffer().1, 0);
         k.acquire(&request("/short")).unwrap().success();
-        assert!(k.buf.capacity() > 0 && k.buf.capacity() <= KEEP_KEY_BUFFER);
+        let capacity = thread_buffer().1;
+        assert!(capacity > 0 && capacity <= KEEP_KEY_BUFFER);
     }
 
     /// The path as the key, told in place; counts the keys it writes.

@@ -133,10 +133,11 @@ where
 /// from.
 #[inline]
 fn judge<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
-    // A response with extensions (a hyper client's always has some) is checked for the marks
-    // of a refusal or an answered error in place, before it goes anywhere.
+    // An answer that can be a refusal or an answered error (see `CircuitOpen::may_be_in`)
+    // is checked for their marks in place, before it goes anywhere.
     let ext = res.extensions();
-    let marked = !ext.is_empty()
+    let marked = CircuitOpen::may_be_in(&res, ctx.grpc)
+        && !ext.is_empty()
         && (ext.get::<CircuitOpen>().is_some() || ext.get::<AnsweredError>().is_some());
     if !marked && ctx.shared.passes_status(res.status()) {
         return Verdict::Answer(success(res, ctx));
