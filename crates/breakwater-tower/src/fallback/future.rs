@@ -90,29 +90,25 @@ where
 
     #[inline(always)]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        const DONE: &str = "polled after completion";
         loop {
             let verdict = match self.as_mut().project().state.project() {
                 StateProj::Fallback { future } => return future.as_mut().poll(cx).map(Ok),
-                StateProj::Primary { future, ctx } => {
-                    match ready!(future.poll(cx)) {
-                        // The common case: a good answer and nothing to record. (`ctx` goes
-                        // with the future: dropped here, it would cost a call.)
-                        Ok(res)
-                            if ctx.as_ref().is_some_and(|c| {
-                                c.saved.is_none()
-                                    && res.extensions().is_empty()
-                                    && c.shared.passes_status(res.status())
-                            }) =>
-                        {
-                            return Poll::Ready(Ok(res.map(FallbackBody::inner)));
+                StateProj::Primary { future, ctx } => match ready!(future.poll(cx)) {
+                    // The common case: a good answer, judged where it is and moved once. (`ctx`
+                    // stays with the future: dropped here, it would cost a call.)
+                    Ok(res) => {
+                        let c = ctx.as_mut().expect(DONE);
+                        if is_good(&res, c) {
+                            return Poll::Ready(Ok(success(res, c)));
                         }
-                        Ok(res) => judge(res, ctx.take().expect("polled after completion")),
-                        Err(e) => failed(e.into(), ctx.take().expect("polled after completion")),
+                        judge_slow(res, ctx.take().expect(DONE))
                     }
-                }
+                    Err(e) => failed(e.into(), ctx.take().expect(DONE)),
+                },
                 StateProj::NotReady { error, ctx } => {
-                    let ctx = ctx.take().expect("polled after completion");
-                    failed(error.take().expect("polled after completion"), ctx)
+                    let ctx = ctx.take().expect(DONE);
+                    failed(error.take().expect(DONE), ctx)
                 }
             };
             match verdict {
@@ -129,24 +125,19 @@ where
     }
 }
 
-/// A response: passed on (and maybe recorded for stale-if-error), or a failure to fall back
-/// from.
-#[inline]
-fn judge<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
-    // An answer that can be a refusal or an answered error (see `CircuitOpen::may_be_in`)
-    // is checked for their marks in place, before it goes anywhere.
+/// Whether `res` is the answer as it is: no mark of a refusal or of an answered error (looked
+/// for only where one can be, see `CircuitOpen::may_be_in`), and a status the fallback passes.
+#[inline(always)]
+fn is_good<B>(res: &Response<B>, ctx: &Ctx) -> bool {
     let ext = res.extensions();
-    let marked = CircuitOpen::may_be_in(&res, ctx.grpc)
+    let marked = CircuitOpen::may_be_in(res, ctx.grpc)
         && !ext.is_empty()
         && (ext.get::<CircuitOpen>().is_some() || ext.get::<AnsweredError>().is_some());
-    if !marked && ctx.shared.passes_status(res.status()) {
-        return Verdict::Answer(success(res, ctx));
-    }
-    judge_slow(res, ctx)
+    !marked && ctx.shared.passes_status(res.status())
 }
 
 #[cold]
-fn judge_slow<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
+fn judge_slow<B>(res: Response<B>, mut ctx: Ctx) -> Verdict<B> {
     let status = res.status();
     if let Some(open) = CircuitOpen::in_response(&res) {
         let failure = Failure::open(open.clone(), Some(status));
@@ -180,12 +171,13 @@ fn judge_slow<B>(res: Response<B>, ctx: Ctx) -> Verdict<B> {
         let failure = Failure::response(FailureKind::FailedResponse, status);
         return fallback(failure, Some(res), ctx);
     }
-    Verdict::Answer(success(res, ctx))
+    Verdict::Answer(success(res, &mut ctx))
 }
 
+/// The answer as it is, its body recorded for the stale cache when it is to be kept.
 #[inline]
-fn success<B>(res: Response<B>, ctx: Ctx) -> Response<FallbackBody<B>> {
-    let Some(saved) = ctx.saved else {
+fn success<B>(res: Response<B>, ctx: &mut Ctx) -> Response<FallbackBody<B>> {
+    let Some(saved) = ctx.saved.take() else {
         return res.map(FallbackBody::inner);
     };
     let record = saved.cached.and_then(|c| c.record);
