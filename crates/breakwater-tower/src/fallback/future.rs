@@ -9,6 +9,7 @@ use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::body::{FallbackBody, Recorder};
+use super::cache::{Record, StaleCache};
 use super::strategy::{self, Attempt, BoxFuture, Failure, FailureKind, Saved, Shared};
 use crate::answer::AnsweredError;
 use crate::error::{BoxError, CircuitOpen};
@@ -97,13 +98,19 @@ where
                 StateProj::Primary { future, ctx } => match ready!(future.poll(cx)) {
                     // The common case: a good answer, judged where it is and moved once. (`ctx`
                     // stays with the future: dropped here, it would cost a call.)
-                    Ok(res) => {
-                        let c = ctx.as_mut().expect(DONE);
-                        if is_good(&res, c) {
-                            return Poll::Ready(Ok(success(res, c)));
-                        }
-                        judge_slow(res, ctx.take().expect(DONE))
+                    Ok(res)
+                        if ctx.as_ref().is_some_and(|c| {
+                            c.saved.is_none()
+                                && res.extensions().is_empty()
+                                && c.shared.passes_status(res.status())
+                        }) =>
+                    {
+                        return Poll::Ready(Ok(res.map(FallbackBody::inner)));
                     }
+                    Ok(res) => match ctx {
+                        Some(c) if is_good(&res, c) => return Poll::Ready(Ok(success(res, c))),
+                        _ => judge_slow(res, ctx.take().expect(DONE)),
+                    },
                     Err(e) => failed(e.into(), ctx.take().expect(DONE)),
                 },
                 StateProj::NotReady { error, ctx } => {
@@ -175,27 +182,31 @@ fn judge_slow<B>(res: Response<B>, mut ctx: Ctx) -> Verdict<B> {
 }
 
 /// The answer as it is, its body recorded for the stale cache when it is to be kept.
-#[inline]
+#[inline(always)]
 fn success<B>(res: Response<B>, ctx: &mut Ctx) -> Response<FallbackBody<B>> {
-    let Some(saved) = ctx.saved.take() else {
-        return res.map(FallbackBody::inner);
-    };
-    let record = saved.cached.and_then(|c| c.record);
-    match (&ctx.shared.stale, record) {
-        (Some(cache), Some(record)) if cache.admits(&res, record.authorized) => {
-            let recorder = Box::new(Recorder {
-                cache: cache.clone(),
-                key: record.key,
-                status: res.status(),
-                version: res.version(),
-                headers: res.headers().clone(),
-                chunks: Vec::new(),
-                size: 0,
-            });
-            res.map(|b| FallbackBody::recorded(b, recorder))
-        }
-        _ => res.map(FallbackBody::inner),
+    if let Some(saved) = ctx.saved.take()
+        && let Some(record) = saved.cached.and_then(|c| c.record)
+        && let Some(cache) = &ctx.shared.stale
+        && cache.admits(&res, record.authorized)
+    {
+        return recorded(res, cache, *record);
     }
+    res.map(FallbackBody::inner)
+}
+
+/// The answer, its body copied into the stale cache as it streams past.
+#[inline(never)]
+fn recorded<B>(res: Response<B>, cache: &StaleCache, record: Record) -> Response<FallbackBody<B>> {
+    let recorder = Box::new(Recorder {
+        cache: cache.clone(),
+        key: record.key,
+        status: res.status(),
+        version: res.version(),
+        headers: res.headers().clone(),
+        chunks: Vec::new(),
+        size: 0,
+    });
+    res.map(|b| FallbackBody::recorded(b, recorder))
 }
 
 /// The inner service failed with `error`.
