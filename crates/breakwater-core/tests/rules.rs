@@ -881,3 +881,38 @@ fn transitions_and_timed_durations_are_counted_until_a_reset() {
     assert!(cb.transition_counts().is_empty());
     assert_eq!(cb.duration_histogram().count, 0);
 }
+
+#[test]
+fn timed_successes_with_durations_recorded_keep_every_count() {
+    let (cb, clock) = breaker(
+        rate(4, 4)
+            .slow_call_rate_threshold(50.0)
+            .slow_call_duration_threshold(SEC)
+            .record_call_durations(true),
+    );
+    // A failure, then a success timed by its permit: the streak ends, the success is stamped.
+    fail(&cb);
+    assert_eq!(cb.snapshot().consecutive_failures, 1);
+    let p = cb.try_acquire().unwrap();
+    clock.advance(2 * MS);
+    p.success();
+    let s = cb.snapshot();
+    assert_eq!((s.consecutive_failures, s.successes), (0, 1));
+    let first = s.last_success_time.expect("a success");
+    // Every success is stamped while durations are recorded, not only the first after a failure.
+    clock.advance(SEC);
+    ok(&cb);
+    assert_eq!(cb.snapshot().last_success_time, Some(first + 1_000));
+    // Two slow successes: half of the window's last four calls are slow, and it opens.
+    for _ in 0..2 {
+        let p = cb.try_acquire().unwrap();
+        clock.advance(2 * SEC);
+        p.success();
+    }
+    let s = cb.snapshot();
+    assert_eq!(cb.state(), State::Open);
+    assert_eq!((s.successes, s.slow_calls, s.window.slow_calls), (4, 2, 2));
+    let h = cb.duration_histogram();
+    assert_eq!(h.count, 5, "every call was timed");
+    assert_eq!(h.sum, 2 * MS + 4 * SEC);
+}
