@@ -54,9 +54,27 @@ async fn health_parts() -> (
     (reporter, health, listener, addr)
 }
 
+/// Serves the health service behind the layer `$layer` on 127.0.0.1; evaluates to its address.
+/// (A macro: the bounds tonic's server puts on a layer are long to write out.)
+macro_rules! serve_health_with {
+    ($layer:expr) => {{
+        let layer = $layer;
+        let (reporter, health, listener, addr) = health_parts().await;
+        tokio::spawn(async move {
+            let _reporter = reporter;
+            Server::builder()
+                .layer(layer)
+                .add_service(health)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        addr
+    }};
+}
+
 /// A tonic server with the health service; `down` makes every call fail with UNAVAILABLE.
 async fn health_server(down: Arc<AtomicBool>, hits: Arc<AtomicUsize>) -> SocketAddr {
-    let (reporter, health, listener, addr) = health_parts().await;
     let interceptor = move |req: tonic::Request<()>| {
         hits.fetch_add(1, Ordering::SeqCst);
         if down.load(Ordering::SeqCst) {
@@ -65,16 +83,7 @@ async fn health_server(down: Arc<AtomicBool>, hits: Arc<AtomicUsize>) -> SocketA
             Ok(req)
         }
     };
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        Server::builder()
-            .layer(InterceptorLayer::new(interceptor))
-            .add_service(health)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    addr
+    serve_health_with!(InterceptorLayer::new(interceptor))
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
@@ -116,20 +125,11 @@ async fn serve_health_behind<K>(layer: CircuitBreakerLayer<K>) -> SocketAddr
 where
     K: BreakerSource<tonic::body::Body> + Send + Sync + 'static,
 {
-    let (reporter, health, listener, addr) = health_parts().await;
-    let layer = layer
-        .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
-        .respond_when_open();
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        Server::builder()
-            .layer(layer)
-            .add_service(health)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    addr
+    serve_health_with!(
+        layer
+            .classifier(grpc_failures(&DEFAULT_GRPC_FAILURE_CODES))
+            .respond_when_open()
+    )
 }
 
 fn check(service: &str) -> HealthCheckRequest {
@@ -478,16 +478,7 @@ async fn an_inner_server_breakers_refusal_is_not_the_outer_ones_failure() {
                 .classifier(grpc())
                 .respond_when_open(),
         );
-    let (reporter, health, listener, addr) = health_parts().await;
-    tokio::spawn(async move {
-        let _reporter = reporter;
-        Server::builder()
-            .layer(stack)
-            .add_service(health)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
+    let addr = serve_health_with!(stack);
     let mut client = HealthClient::new(channel(addr).await);
     for _ in 0..5 {
         let err = client.check(check("svc")).await.unwrap_err();
