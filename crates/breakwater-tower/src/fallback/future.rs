@@ -96,7 +96,7 @@ where
             let verdict = match self.as_mut().project().state.project() {
                 StateProj::Fallback { future } => return future.as_mut().poll(cx).map(Ok),
                 StateProj::Primary { future, ctx } => match ready!(future.poll(cx)) {
-                    // The common case: a good answer, judged where it is and moved once. (`ctx`
+                    // A good answer with nothing to record and no marks to look for. (`ctx`
                     // stays with the future: dropped here, it would cost a call.)
                     Ok(res)
                         if ctx.as_ref().is_some_and(|c| {
@@ -107,6 +107,8 @@ where
                     {
                         return Poll::Ready(Ok(res.map(FallbackBody::inner)));
                     }
+                    // Any other good answer (a stale cache's, a hyper client's), judged where
+                    // it is and moved once.
                     Ok(res) => match ctx {
                         Some(c) if is_good(&res, c) => return Poll::Ready(Ok(success(res, c))),
                         _ => judge_slow(res, ctx.take().expect(DONE)),
