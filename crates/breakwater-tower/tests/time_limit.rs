@@ -17,7 +17,6 @@ use breakwater_tower::CircuitBreakerLayer;
 use breakwater_tower::fallback::{FallbackLayer, StaleCache};
 use breakwater_tower::time_limit::TimeLimitLayer;
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::Value;
 use support::Cancelled;
 use tokio::time::Instant;
@@ -78,17 +77,11 @@ async fn send(
         .await
         .expect("answered within five limits")
         .unwrap();
-    let (parts, body) = res.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (parts.status, parts.headers, json)
+    support::answer(res).await
 }
 
 fn call() -> Request<axum::body::Body> {
-    Request::get("/call")
-        .body(axum::body::Body::empty())
-        .unwrap()
+    support::get("/call")
 }
 
 #[tokio::test(start_paused = true)]

@@ -60,20 +60,11 @@ async fn send(
     app: &Router,
     req: Request<axum::body::Body>,
 ) -> (StatusCode, http::HeaderMap, Value) {
-    let res = app.clone().oneshot(req).await.unwrap();
-    let (parts, body) = res.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status,
-        parts.headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    support::answer(app.clone().oneshot(req).await.unwrap()).await
 }
 
 fn get_slow() -> Request<axum::body::Body> {
-    Request::get("/slow")
-        .body(axum::body::Body::empty())
-        .unwrap()
+    support::get("/slow")
 }
 
 #[tokio::test(start_paused = true)]

@@ -131,6 +131,25 @@ where
     body.collect().await.unwrap().to_bytes()
 }
 
+/// An axum answer's status, headers and body: as JSON, or (not JSON) as a string.
+pub async fn answer(
+    res: http::Response<axum::body::Body>,
+) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+    let (parts, body) = res.into_parts();
+    let bytes = body_bytes(body).await;
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    (parts.status, parts.headers, json)
+}
+
+/// An empty GET of `path`, for an axum app.
+pub fn get(path: &str) -> http::Request<axum::body::Body> {
+    http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
 /// Counts futures dropped before they finished (the cancelled calls): each holds a
 /// [`Cancelled::guard`], forgotten when it finishes.
 #[derive(Clone, Default)]
